@@ -1,0 +1,23 @@
+# Entry points; each target installs what it needs first (idempotently).
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint clean
+
+install:
+	@bash scripts/install.sh
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+demo: install
+	$(PY) -m lb.demo
+
+bench: install
+	$(PY) -m bench.dataplane
+
+lint: install
+	$(PY) -m ruff check lb api bench tests
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,196 @@
+"""The balancer service: VIPs and their weighted backends, turned into data-plane map writes.
+
+This is the one path by which state reaches the kernel: every change (API call,
+health check, test) goes through `Balancer`. It owns the choice of VIP numbers
+and backend indexes, builds each VIP's Maglev ring, and writes only what changed.
+
+Backend slots outlive their last VIP: a backend removed from a ring keeps its slot,
+so flows already in the connection table keep reaching it. Re-adding the address
+reuses its slot; a retired slot is recycled only when no free slot is left, and
+then its connection-table entries are purged first, so no flow is ever sent to
+the wrong backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from lb.control.maglev import build_ring
+from lb.xdp.consts import VipFlag
+from lb.xdp.flowhash import Address
+from lb.xdp.maps import PROTOCOLS, Dataplane, VipKey
+
+
+class BalancerError(Exception):
+    """Base of the service's errors.
+
+    BalancerError
+    ├── NotFound        the VIP or backend does not exist
+    ├── AlreadyExists   the VIP or backend is already there
+    ├── CapacityError   a size limit (VIPs, backends) is reached
+    └── InvalidInput    a value the data plane cannot take
+    """
+
+
+class NotFound(BalancerError):
+    pass
+
+
+class AlreadyExists(BalancerError):
+    pass
+
+
+class CapacityError(BalancerError):
+    pass
+
+
+class InvalidInput(BalancerError):
+    pass
+
+
+def vip_key(address: str, port: int, protocol: str) -> VipKey:
+    """Validate and build a VIP key; raises InvalidInput with the field at fault."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError as e:
+        raise InvalidInput(f"address: {e}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"port: must be 0..65535 (0 = all ports), got {port}")
+    if protocol not in PROTOCOLS:
+        raise InvalidInput(f"protocol: must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+    return VipKey(addr, port, PROTOCOLS[protocol])
+
+
+@dataclass
+class VipState:
+    """A VIP's number, flags and backends (address -> weight), and the ring last written."""
+
+    num: int
+    flags: VipFlag
+    backends: dict[Address, int] = field(default_factory=dict)
+
+
+class Balancer:
+    """Desired state in memory, mirrored into the data plane's maps on every change."""
+
+    def __init__(self, dataplane: Dataplane) -> None:
+        self.dp = dataplane
+        self.sizes = dataplane.sizes
+        self.vips: dict[VipKey, VipState] = {}
+        self._backend_index: dict[Address, int] = {}
+        self._backend_refs: dict[Address, int] = {}
+        self._retired: OrderedDict[Address, None] = OrderedDict()
+        self._free_vip_nums = list(range(self.sizes.max_vips - 1, -1, -1))
+        self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
+
+    # --- VIPs -----------------------------------------------------------------------
+    def add_vip(self, key: VipKey, flags: int = 0) -> VipState:
+        if key in self.vips:
+            raise AlreadyExists(f"VIP {key.address} {key.port}/{key.proto} exists")
+        if not self._free_vip_nums:
+            raise CapacityError(f"all {self.sizes.max_vips} VIPs are in use")
+        addresses_before = self._vip_addresses()
+        state = VipState(num=self._free_vip_nums.pop(), flags=VipFlag(flags))
+        self.vips[key] = state
+        self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
+        self.dp.set_address_marker(key.address)
+        self.dp.write_filter(self._vip_addresses(), addresses_before)
+        self.dp.set_vip(key, state.num, int(state.flags))
+        return state
+
+    def remove_vip(self, key: VipKey) -> None:
+        state = self._vip(key)
+        addresses_before = self._vip_addresses()
+        self.dp.delete_vip(key)
+        del self.vips[key]
+        if key.address not in self._vip_addresses():
+            self.dp.delete_address_marker(key.address)
+        self.dp.write_filter(self._vip_addresses(), addresses_before)
+        for address in state.backends:
+            self._release_backend(address)
+        self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
+        self._free_vip_nums.append(state.num)
+
+    def _vip(self, key: VipKey) -> VipState:
+        try:
+            return self.vips[key]
+        except KeyError:
+            raise NotFound(f"no VIP {key.address} {key.port}/{key.proto}") from None
+
+    def _vip_addresses(self) -> list[Address]:
+        return sorted({k.address for k in self.vips}, key=lambda a: (a.version, a))
+
+    # --- backends -------------------------------------------------------------------
+    def add_backend(self, key: VipKey, address: Address, weight: int = 1) -> int:
+        """Add a backend to a VIP; returns the ring slots written."""
+        state = self._vip(key)
+        if address in state.backends:
+            raise AlreadyExists(f"backend {address} is already in VIP {key.address}")
+        self._check_weight(weight)
+        self._acquire_backend(address)
+        state.backends[address] = weight
+        return self._write_ring(state)
+
+    def set_weight(self, key: VipKey, address: Address, weight: int) -> int:
+        state = self._vip(key)
+        if address not in state.backends:
+            raise NotFound(f"no backend {address} in VIP {key.address}")
+        self._check_weight(weight)
+        state.backends[address] = weight
+        return self._write_ring(state)
+
+    def remove_backend(self, key: VipKey, address: Address) -> int:
+        """Take a backend out of a VIP's ring; its established flows keep going to it."""
+        state = self._vip(key)
+        if address not in state.backends:
+            raise NotFound(f"no backend {address} in VIP {key.address}")
+        del state.backends[address]
+        written = self._write_ring(state)
+        self._release_backend(address)
+        return written
+
+    def backend_index(self, address: Address) -> int:
+        return self._backend_index[address]
+
+    @staticmethod
+    def _check_weight(weight: int) -> None:
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+            raise InvalidInput(f"weight: must be a positive integer, got {weight!r}")
+
+    def _acquire_backend(self, address: Address) -> None:
+        if address in self._backend_index:
+            self._retired.pop(address, None)
+            self._backend_refs[address] += 1
+            return
+        if self._free_backend_slots:
+            index = self._free_backend_slots.pop()
+        elif self._retired:
+            old, _ = self._retired.popitem(last=False)
+            index = self._recycle(old)
+        else:
+            raise CapacityError(f"all {self.sizes.max_backends - 1} backend slots are in use")
+        self._backend_index[address] = index
+        self._backend_refs[address] = 1
+        self.dp.set_backend(index, address)
+
+    def _release_backend(self, address: Address) -> None:
+        self._backend_refs[address] -= 1
+        if self._backend_refs[address] == 0:
+            self._retired[address] = None
+
+    def _recycle(self, address: Address) -> int:
+        index = self._backend_index.pop(address)
+        del self._backend_refs[address]
+        self.dp.clear_backend(index)
+        self.dp.purge_conn_entries(index)
+        return index
+
+    def _write_ring(self, state: VipState) -> int:
+        if not state.backends:
+            return self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
+        members = [(str(a), w) for a, w in state.backends.items()]
+        indexes = [self._backend_index[a] for a in state.backends]
+        ring = build_ring(members, self.sizes.ring_size)
+        return self.dp.write_ring(state.num, [indexes[m] for m in ring])

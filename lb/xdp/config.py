@@ -1,0 +1,128 @@
+"""Data-plane sizes and runtime settings: the one place their values are defined.
+
+`Sizes` become compiler flags (-D...) for lb_consts.h; `RuntimeConfig` is written
+into the `lb_config` map and may change while the program runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Map sizes, fixed for the life of a loaded program (changing one means reloading).
+
+    max_vips: VIPs at once; ring memory is max_vips * ring_size * 2 bytes.
+    max_backends: backend slots (index 0 reserved), at most 65535 (ring cells are u16).
+    ring_size: Maglev ring slots per VIP, a prime well above the backend count.
+    conn_table_size: connection-table entries per address family (LRU).
+    """
+
+    max_vips: int = 512
+    max_backends: int = 4096
+    ring_size: int = 65537
+    conn_table_size: int = 262144
+    filter_bits: int = 16
+    ring_cell_slots: ClassVar[int] = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_vips <= 65536:
+            raise ValueError(f"max_vips must be 1..65536, got {self.max_vips}")
+        if not 2 <= self.max_backends <= 65535:
+            raise ValueError(f"max_backends must be 2..65535, got {self.max_backends}")
+        if not _is_prime(self.ring_size):
+            raise ValueError(f"ring_size must be prime, got {self.ring_size}")
+        if self.conn_table_size < 64:
+            raise ValueError(f"conn_table_size must be >= 64, got {self.conn_table_size}")
+        if not 8 <= self.filter_bits <= 24:
+            raise ValueError(f"filter_bits must be 8..24, got {self.filter_bits}")
+
+    @property
+    def ring_cells(self) -> int:
+        """Array elements one VIP's ring occupies."""
+        return -(-self.ring_size // self.ring_cell_slots)
+
+    def cflags(self) -> list[str]:
+        """The -D flags that size lb_consts.h."""
+        return [
+            f"-DLB_MAX_VIPS={self.max_vips}",
+            f"-DLB_MAX_BACKENDS={self.max_backends}",
+            f"-DLB_RING_SIZE={self.ring_size}",
+            f"-DLB_RING_CELL_SLOTS={self.ring_cell_slots}",
+            f"-DLB_CT_SIZE={self.conn_table_size}",
+            f"-DLB_FILTER_BITS={self.filter_bits}",
+        ]
+
+
+def _mac_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return bytes(int(p, 16) for p in parts)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Settings the program reads per packet from the `lb_config` map.
+
+    next_hop_mac: destination MAC of encapsulated frames (router or backends' L2 peer).
+    src_mac: source MAC of encapsulated frames (the egress interface's).
+    egress_ifindex: 0 sends with XDP_TX out the receiving interface (one-arm);
+        otherwise XDP_REDIRECT to this interface (two-arm).
+    mtu: L3 MTU toward backends, bytes; packets bigger once encapsulated are dropped.
+    ttl: outer TTL / hop limit.
+    encap_source_v4 / encap_source_v6: prefixes for outer source addresses; the host
+        bits are filled per flow so receivers' RSS spreads flows (IPv6: prefix >= /96).
+    udp_timeout_s: UDP flows idle this long take a fresh ring decision.
+    """
+
+    next_hop_mac: str = "00:00:00:00:00:00"
+    src_mac: str = "00:00:00:00:00:00"
+    egress_ifindex: int = 0
+    mtu: int = 1500
+    ttl: int = 64
+    encap_source_v4: str = "172.16.0.0/16"
+    encap_source_v6: str = "fd00:ec::/96"
+    udp_timeout_s: float = 30.0
+    _nets: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _mac_bytes(self.next_hop_mac)
+        _mac_bytes(self.src_mac)
+        if not 68 <= self.mtu <= 65535:
+            raise ValueError(f"mtu must be 68..65535, got {self.mtu}")
+        if not 1 <= self.ttl <= 255:
+            raise ValueError(f"ttl must be 1..255, got {self.ttl}")
+        if self.udp_timeout_s <= 0:
+            raise ValueError(f"udp_timeout_s must be > 0, got {self.udp_timeout_s}")
+        v4 = ipaddress.IPv4Network(self.encap_source_v4, strict=False)
+        v6 = ipaddress.IPv6Network(self.encap_source_v6, strict=False)
+        if v6.prefixlen < 96:
+            raise ValueError(f"encap_source_v6 must be /96 or longer, got {self.encap_source_v6}")
+        object.__setattr__(self, "_nets", (v4, v6))
+
+    @property
+    def encap_v4(self) -> ipaddress.IPv4Network:
+        return self._nets[0]
+
+    @property
+    def encap_v6(self) -> ipaddress.IPv6Network:
+        return self._nets[1]
+
+    def mac_bytes(self) -> tuple[bytes, bytes]:
+        """(next_hop_mac, src_mac) as 6 bytes each."""
+        return _mac_bytes(self.next_hop_mac), _mac_bytes(self.src_mac)

@@ -1,0 +1,107 @@
+/* lb_consts.h - every define of the data plane: sizes, flags, counter slots.
+ *
+ * Sizes are #ifndef defaults; the loader passes every one of them with -D from
+ * lb.xdp.config.Sizes, the single source of truth. Flag and counter values are
+ * mirrored by lb.xdp.consts, and a test parses this file to keep both equal.
+ */
+#pragma once
+
+/* Most VIPs at once; each owns one ring, so ring memory grows with it. */
+#ifndef LB_MAX_VIPS
+#define LB_MAX_VIPS 512
+#endif
+
+/* Backend slots; index 0 is reserved to mean "no backend" (ring cells are u16). */
+#ifndef LB_MAX_BACKENDS
+#define LB_MAX_BACKENDS 4096
+#endif
+
+/* Maglev ring slots per VIP: a prime well above the backend count (Maglev paper: M >> N). */
+#ifndef LB_RING_SIZE
+#define LB_RING_SIZE 65537
+#endif
+
+/* Ring slots packed in one array element (u16 each: an 8-byte element, the map's minimum). */
+#ifndef LB_RING_CELL_SLOTS
+#define LB_RING_CELL_SLOTS 4
+#endif
+
+/* Array elements one VIP's ring occupies. */
+#define LB_RING_CELLS ((LB_RING_SIZE + LB_RING_CELL_SLOTS - 1) / LB_RING_CELL_SLOTS)
+
+/* Connection-table entries per address family (LRU: the oldest flows are evicted). */
+#ifndef LB_CT_SIZE
+#define LB_CT_SIZE 262144
+#endif
+
+/* VIP-address pre-filter: 2^bits slots, so non-VIP traffic costs one inlined array read. */
+#ifndef LB_FILTER_BITS
+#define LB_FILTER_BITS 16
+#endif
+#define LB_FILTER_SIZE (1 << LB_FILTER_BITS)
+
+/* Seed of the flow hash; the control plane's mirror (lb.xdp.flowhash) uses the same. */
+#ifndef LB_HASH_SEED
+#define LB_HASH_SEED 0x5eed1b01
+#endif
+
+/* Bytes an IPv4 outer header adds. */
+#define LB_ENCAP_V4_LEN 20
+/* Bytes an IPv6 outer header adds. */
+#define LB_ENCAP_V6_LEN 40
+
+/* VIP flag: hash the flow without its source port (Katran's F_HASH_NO_SRC_PORT). */
+#define F_VIP_HASH_NO_SRC_PORT (1 << 0)
+/* VIP flag: bypass the connection table; every packet takes a fresh ring decision. */
+#define F_VIP_NO_CONN_TABLE (1 << 1)
+
+/* Backend flag: the slot holds a backend (a zeroed slot is never sent to). */
+#define F_BACKEND_VALID (1 << 0)
+/* Backend flag: the backend's address is IPv6, so the outer header is IPv6. */
+#define F_BACKEND_IPV6 (1 << 1)
+
+/* Verdict totals, then connection-table outcomes, then one slot per pass and drop reason. */
+/* Packets handed to the kernel (XDP_PASS), whatever the reason. */
+#define CNT_PASS 0
+/* Packets dropped (XDP_DROP), whatever the reason. */
+#define CNT_DROP 1
+/* Packets encapsulated and sent back out the receiving interface (XDP_TX). */
+#define CNT_TX 2
+/* Packets encapsulated and redirected to the egress interface (XDP_REDIRECT). */
+#define CNT_REDIRECT 3
+/* Connection-table lookups that found the flow's backend. */
+#define CNT_CT_HIT 4
+/* Fresh ring decisions for flows that use the table (not found, TCP SYN, expired, gone). */
+#define CNT_CT_MISS 5
+/* UDP entries found but idle longer than the timeout (also counted as misses). */
+#define CNT_CT_UDP_EXPIRED 6
+/* Pass: no IPv4/IPv6 after at most one 802.1Q tag (ARP, LLDP, QinQ...). */
+#define CNT_PASS_NOT_IP 7
+/* Pass: frame too short for its Ethernet/VLAN header. */
+#define CNT_PASS_L2_TRUNCATED 8
+/* Pass: IP header truncated or invalid (version, IHL); not ours to judge. */
+#define CNT_PASS_L3_MALFORMED 9
+/* Pass: destination is not a VIP (address, port, protocol). */
+#define CNT_PASS_NOT_VIP 10
+/* Pass: ICMP/ICMPv6 to a VIP address, for the host's stack (echo, neighbour discovery). */
+#define CNT_PASS_ICMP 11
+/* Drop: IPv4 fragment or IPv6 fragment header to a VIP address (no L4 ports to hash). */
+#define CNT_DROP_FRAGMENT 12
+/* Drop: IPv4 options to a VIP address. */
+#define CNT_DROP_IPV4_OPTIONS 13
+/* Drop: IPv6 extension header (other than fragment) to a VIP address. */
+#define CNT_DROP_IPV6_EXT_HEADER 14
+/* Drop: TCP/UDP header truncated, to a VIP address. */
+#define CNT_DROP_L4_TRUNCATED 15
+/* Drop: IP length fields disagree with the frame, to a VIP address. */
+#define CNT_DROP_BAD_LENGTH 16
+/* Drop: TTL / hop limit 0, to a VIP address. */
+#define CNT_DROP_TTL_EXPIRED 17
+/* Drop: the VIP's ring names no usable backend (no backends configured). */
+#define CNT_DROP_NO_BACKEND 18
+/* Drop: larger than the MTU once encapsulated (ICMP "too big" is not generated yet). */
+#define CNT_DROP_TOO_BIG 19
+/* Drop: the kernel refused to grow the headroom for the outer header. */
+#define CNT_DROP_ENCAP_FAILED 20
+/* Number of counter slots. */
+#define CNT_MAX 21

@@ -1,0 +1,94 @@
+/* lb_structs.h - every map key and value of the data plane.
+ *
+ * Each has a ctypes mirror in lb.xdp.structs, checked against what the compiler
+ * produced at load time and in a test. Padding is explicit: no hole is implied.
+ * Addresses and ports are in network byte order; IPv4 uses the first word.
+ */
+#pragma once
+#include "lb_consts.h"
+
+/* Runtime settings written by the control plane (one entry, key 0). */
+struct lb_config {
+	__u8 next_hop_mac[6];     /* destination MAC of every encapsulated frame */
+	__u8 src_mac[6];          /* source MAC: the egress interface's own */
+	__u32 egress_ifindex;     /* 0: XDP_TX out the receiving interface; else XDP_REDIRECT there */
+	__u16 mtu;                /* L3 MTU toward backends; bigger encapsulated packets drop */
+	__u8 ttl;                 /* outer TTL / hop limit */
+	__u8 pad0;
+	__be32 encap_src_v4;      /* outer IPv4 source prefix; flow bits fill the host part */
+	__be32 encap_src_v4_mask; /* prefix mask of encap_src_v4 */
+	__be32 encap_src_v6[4];   /* outer IPv6 source prefix; flow bits fill the last word's host part */
+	__be32 encap_src_v6_mask; /* prefix mask over the last word of encap_src_v6 */
+	__u64 udp_timeout_ns;     /* UDP flows idle longer than this take a fresh ring decision */
+};
+
+/* IPv4 VIP: (address, port, protocol); port 0 = all ports; protocol 0 = address marker. */
+struct vip_key_v4 {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad0;
+};
+
+/* IPv6 VIP: as vip_key_v4. */
+struct vip_key_v6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad0;
+};
+
+/* What a VIP lookup yields: its number (ring and stats index) and F_VIP_* flags. */
+struct vip_meta {
+	__u32 vip_num;
+	__u32 flags;
+};
+
+/* An IPv4 flow: the connection table's key and the input of the flow hash. */
+struct flow_v4 {
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad0[3];
+};
+
+/* An IPv6 flow: as flow_v4. */
+struct flow_v6 {
+	__be32 src[4];
+	__be32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad0[3];
+};
+
+/* A connection-table entry: the backend a flow was given, and when it was last seen (UDP). */
+struct ct_entry {
+	__u32 backend;
+	__u32 pad0;
+	__u64 atime_ns;           /* bpf_ktime_get_coarse_ns() of the last packet; 0 for TCP */
+};
+
+/* A backend: where encapsulated packets go. */
+struct backend {
+	__be32 addr[4];
+	__u32 flags;              /* F_BACKEND_* */
+};
+
+/* LB_RING_CELL_SLOTS consecutive ring slots, each a backend index (0: none). */
+struct ring_cell {
+	__u16 backend[LB_RING_CELL_SLOTS];
+};
+
+/* Packet and byte totals (per CPU; the control plane sums them). */
+struct lb_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* The global counters of one CPU, indexed by CNT_*. */
+struct lb_counters {
+	__u64 n[CNT_MAX];
+};

@@ -1,0 +1,202 @@
+"""Compile, load, attach and detach the balancer program: the only module that imports bcc.
+
+Lifecycle: `load()` compiles lb/xdp/balancer.c with the sizes' -D flags, checks
+every map's C layout against lb.xdp.structs, and returns a `Program`. `attach()`
+puts it on an interface (native mode unless generic is asked for) and reports the
+mode in effect; an attached program keeps running after this process exits.
+`detach()` takes it off. With a pin directory, maps live in bpffs and a later
+`load()` with the same directory reuses them: the live state survives restarts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bcc import BPF
+from pyroute2 import IPRoute
+
+from lb.xdp.config import Sizes
+from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS, check_layouts
+
+SOURCE_DIR = Path(__file__).resolve().parent
+PROGRAM_FILE = SOURCE_DIR / "balancer.c"
+ENTRY = "xdp_balancer"
+BPFFS = Path("/sys/fs/bpf")
+
+# XDP_FLAGS_* of the kernel UAPI (if_link.h).
+_XDP_FLAGS_SKB_MODE = 1 << 1
+_XDP_FLAGS_DRV_MODE = 1 << 2
+# IFLA_XDP_ATTACHED values.
+_ATTACHED = {1: "native", 2: "generic", 3: "offload"}
+
+
+class XdpMode(enum.StrEnum):
+    """How an XDP program runs on an interface: in the driver, or generic (after the skb)."""
+
+    NATIVE = "native"
+    GENERIC = "generic"
+
+
+class LoadError(RuntimeError):
+    """The program did not compile, load or verify; the message says which and why."""
+
+
+class AttachError(RuntimeError):
+    """The kernel refused to attach or detach (keeps the netlink errno in .errno)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+def compile_flags(sizes: Sizes, pin_dir: str | Path | None = None, bench: bool = False,
+                  extra: list[str] | None = None) -> list[str]:
+    """Every compiler flag a load uses (what `lb` prints for --print-cflags)."""
+    flags = [f"-I{SOURCE_DIR}", *sizes.cflags()]
+    if pin_dir is not None:
+        flags.append(f'-DLB_PIN_DIR="{Path(pin_dir)}"')
+    if bench:
+        flags.append("-DLB_BENCH")
+    return flags + list(extra or [])
+
+
+@dataclass
+class Program:
+    """A loaded balancer program: its bcc handle, program fd, sizes and pin directory."""
+
+    bpf: BPF
+    fd: int
+    sizes: Sizes
+    pin_dir: Path | None
+    cflags: list[str] = field(default_factory=list)
+
+    def table(self, name: str):
+        """The bcc table object of map `name`."""
+        return self.bpf[name.encode()]
+
+    def close(self) -> None:
+        """Release this process's handles (an attached program keeps running)."""
+        self.bpf.cleanup()
+
+
+def _compiled_types(bpf: BPF, names) -> dict:
+    out = {}
+    for name in names:
+        try:
+            t = bpf[name.encode()]
+        except KeyError:
+            continue
+        out[name] = (t.Key, getattr(t, "sLeaf", t.Leaf))
+    return out
+
+
+def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: bool = False,
+         src_file: Path = PROGRAM_FILE, entry: str = ENTRY,
+         extra_cflags: list[str] | None = None) -> Program:
+    """Compile and load the program (about 2-3 s); maps are pinned under `pin_dir` if given.
+
+    Raises LoadError on a compile/verifier failure and LayoutMismatch if a C struct
+    and its Python mirror differ.
+    """
+    sizes = sizes or Sizes()
+    if pin_dir is not None:
+        pin_dir = Path(pin_dir)
+        if not os.path.ismount(BPFFS):
+            raise LoadError(f"{BPFFS} is not mounted: mount -t bpf bpf {BPFFS}")
+        pin_dir.mkdir(parents=True, exist_ok=True)
+    cflags = compile_flags(sizes, pin_dir, bench, extra_cflags)
+    try:
+        bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
+        fn = bpf.load_func(entry.encode(), BPF.XDP)
+    except Exception as e:  # bcc raises bare Exception with the compiler's output on stderr
+        raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
+    layouts = dict(MAP_LAYOUTS)
+    if bench:
+        layouts.update(BENCH_MAP_LAYOUTS)
+    if src_file == PROGRAM_FILE:
+        try:
+            check_layouts(_compiled_types(bpf, layouts), layouts)
+        except Exception:
+            bpf.cleanup()
+            raise
+    return Program(bpf=bpf, fd=fn.fd, sizes=sizes, pin_dir=pin_dir, cflags=cflags)
+
+
+def load_function(src_file: Path, entry: str, cflags: list[str] | None = None) -> tuple[BPF, int]:
+    """Compile a small helper program (e.g. decap.c, bench floors); returns (bpf, fd)."""
+    try:
+        bpf = BPF(src_file=str(src_file).encode(), cflags=[f"-I{SOURCE_DIR}", *(cflags or [])])
+        return bpf, bpf.load_func(entry.encode(), BPF.XDP).fd
+    except Exception as e:
+        raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
+
+
+def attach(prog_fd: int, ifindex: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
+    """Attach (or atomically replace) the XDP program on `ifindex` in this thread's netns.
+
+    Native mode is asked of the driver; generic only when `mode` says so — there is
+    no silent fallback. Returns the mode the kernel reports in effect.
+    """
+    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
+    with IPRoute() as ipr:
+        try:
+            ipr.link("set", index=ifindex,
+                     xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
+        except Exception as e:
+            code = getattr(e, "code", None)
+            raise AttachError(f"cannot attach XDP ({mode.value}) to ifindex {ifindex}: {e}",
+                              code) from e
+    effective = attached_mode(ifindex)
+    if effective is None:
+        raise AttachError(f"XDP program not attached to ifindex {ifindex} after attach")
+    return effective
+
+
+def attached_mode(ifindex: int) -> XdpMode | None:
+    """The mode of the XDP program on `ifindex` (None when there is none)."""
+    with IPRoute() as ipr:
+        link = ipr.link("get", index=ifindex)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return None
+    mode = _ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED") or 0)
+    return XdpMode(mode) if mode in ("native", "generic") else None
+
+
+def detach(ifindex: int, mode: XdpMode | None = None) -> None:
+    """Remove the XDP program from `ifindex` (no-op if none is attached)."""
+    mode = mode or attached_mode(ifindex)
+    if mode is None:
+        return
+    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
+    with IPRoute() as ipr:
+        try:
+            ipr.link("set", index=ifindex,
+                     xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+        except Exception as e:
+            raise AttachError(f"cannot detach XDP from ifindex {ifindex}: {e}",
+                              getattr(e, "code", None)) from e
+
+
+class _MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (UAPI), enough for sizes."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("key_size", ctypes.c_uint32), ("value_size", ctypes.c_uint32),
+                ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]
+
+
+def map_info(map_fd: int) -> _MapInfo:
+    """The kernel's description of a map (sizes, flags, name)."""
+    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if lib.bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf_obj_get_info_by_fd: {os.strerror(err)}")
+    return info
