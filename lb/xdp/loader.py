@@ -45,6 +45,10 @@ class LoadError(RuntimeError):
     """The program did not compile, load or verify; the message says which and why."""
 
 
+class PinnedMapMismatch(LoadError):
+    """A map pinned by an earlier load has other sizes than this load declares."""
+
+
 class AttachError(RuntimeError):
     """The kernel refused to attach or detach (keeps the netlink errno in .errno)."""
 
@@ -117,13 +121,40 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     layouts = dict(MAP_LAYOUTS)
     if bench:
         layouts.update(BENCH_MAP_LAYOUTS)
-    if src_file == PROGRAM_FILE:
-        try:
+    try:
+        if src_file == PROGRAM_FILE:
             check_layouts(_compiled_types(bpf, layouts), layouts)
-        except Exception:
-            bpf.cleanup()
-            raise
+        if pin_dir is not None:
+            check_pinned(bpf, layouts, pin_dir)
+    except Exception:
+        bpf.cleanup()
+        raise
     return Program(bpf=bpf, fd=fn.fd, sizes=sizes, pin_dir=pin_dir, cflags=cflags)
+
+
+def check_pinned(bpf: BPF, names, pin_dir: Path) -> None:
+    """Raise PinnedMapMismatch if a reused pinned map differs from this compile's declaration.
+
+    bcc reuses a pinned map whatever its sizes; a ring sized for other Sizes would be
+    indexed out of step with the program, so a mismatch must stop the load.
+    """
+    problems = []
+    for name in names:
+        try:
+            t = bpf[name.encode()]
+        except KeyError:
+            continue
+        info = map_info(t.get_fd())
+        want = (t.max_entries, ctypes.sizeof(t.Key), ctypes.sizeof(getattr(t, "sLeaf", t.Leaf)))
+        have = (info.max_entries, info.key_size, info.value_size)
+        if want != have:
+            problems.append(f"{name}: pinned (entries, key, value) = {have}, "
+                            f"this build needs {want}")
+    if problems:
+        raise PinnedMapMismatch(
+            f"maps pinned under {pin_dir} were made with other sizes:\n  " + "\n  ".join(problems)
+            + f"\nLoad with the sizes they were made with, or remove {pin_dir} (losing the live "
+            "connection table).")
 
 
 def load_function(src_file: Path, entry: str, cflags: list[str] | None = None) -> tuple[BPF, int]:

@@ -1,0 +1,77 @@
+"""Pinned maps: a reload with the same pin directory finds the live state; other sizes fail."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from lb.control.service import Balancer, vip_key
+from lb.xdp import loader
+from lb.xdp.config import RuntimeConfig, Sizes
+from lb.xdp.consts import XDP_TX
+from lb.xdp.maps import Dataplane
+from lb.xdp.testrun import test_run
+
+pytestmark = pytest.mark.root
+
+SIZES = Sizes(max_vips=4, max_backends=64, conn_table_size=1024)
+VIP = "10.100.7.1"
+BACKEND = ipaddress.ip_address("10.0.7.10")
+
+
+@pytest.fixture
+def pin_dir():
+    """A fresh pin directory under bpffs for one test; removed (with every pin) afterwards."""
+    path = Path(f"/sys/fs/bpf/lb-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def frame(flags: str) -> bytes:
+    return bytes(Ether(dst="02:00:00:00:00:01") / IP(src="192.0.2.7", dst=VIP)
+                 / TCP(sport=40000, dport=80, flags=flags))
+
+
+def test_second_load_with_same_pin_dir_keeps_vips_rings_and_flows(pin_dir):
+    first = loader.load(SIZES, pin_dir=pin_dir)
+    dp1 = Dataplane(first)
+    dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02", src_mac="02:00:00:00:00:01"))
+    balancer = Balancer(dp1)
+    key = vip_key(VIP, 80, "tcp")
+    balancer.add_vip(key)
+    balancer.add_backend(key, BACKEND)
+    assert test_run(first.fd, frame("S")).verdict == XDP_TX
+    ring_before = dp1.read_ring(balancer.vips[key].num)
+    dp1.close()
+    first.close()
+
+    second = loader.load(SIZES, pin_dir=pin_dir)
+    dp2 = Dataplane(second)
+    try:
+        assert key in dp2.vips()
+        assert dp2.read_ring(balancer.vips[key].num) == ring_before
+        assert [b for _, b in dp2.conn_table()] == [balancer.backend_index(BACKEND)]
+        hits_before = dp2.counters()["ct_hit"]
+        result = test_run(second.fd, frame("A"))
+        assert result.verdict == XDP_TX
+        assert dp2.counters()["ct_hit"] == hits_before + 1
+        assert Ether(result.frame)[IP].dst == str(BACKEND)
+    finally:
+        dp2.close()
+        second.close()
+
+
+def test_load_with_other_sizes_than_the_pinned_maps_is_refused(pin_dir):
+    loader.load(SIZES, pin_dir=pin_dir).close()
+    bigger = Sizes(max_vips=8, max_backends=64, conn_table_size=1024)
+    with pytest.raises(loader.PinnedMapMismatch, match="rings"):
+        loader.load(bigger, pin_dir=pin_dir)
