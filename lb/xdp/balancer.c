@@ -90,10 +90,27 @@ static __always_inline void ct_fill(struct ct_entry *e, __u32 idx, __u8 proto)
 	e->atime_ns = proto == IPPROTO_UDP ? bpf_ktime_get_coarse_ns() : 0;
 }
 
-/* Add the outer header and send toward the backend (stats are the caller's). */
-static __always_inline int encap_and_send(struct xdp_md *ctx, struct packet *p,
-					  const struct backend *be, const struct lb_config *cfg,
-					  struct lb_counters *cnt)
+/* Count a packet sent to a VIP's backend. */
+static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 idx)
+{
+	struct lb_stats *vs = vip_stats.lookup(&vip_num);
+	struct lb_stats *bs = backend_stats.lookup(&idx);
+
+	if (vs) {
+		vs->packets++;
+		vs->bytes += p->frame_len;
+	}
+	if (bs) {
+		bs->packets++;
+		bs->bytes += p->frame_len;
+	}
+}
+
+/* Add the outer header and send toward backend `idx`; the VIP and backend stats
+ * count only packets that really leave. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const struct vip_meta *vip,
+				   __u32 idx, const struct backend *be, const struct lb_config *cfg,
+				   struct lb_counters *cnt)
 {
 	int overhead = be->flags & F_BACKEND_IPV6 ? LB_ENCAP_V6_LEN : LB_ENCAP_V4_LEN;
 	void *data, *end;
@@ -112,32 +129,13 @@ static __always_inline int encap_and_send(struct xdp_md *ctx, struct packet *p,
 				  p->vlan_tci);
 	if (err)
 		return count_drop(cnt, CNT_DROP_ENCAP_FAILED);
+	count_sent(p, vip->vip_num, idx);
 	if (cfg->egress_ifindex) {
 		cnt->n[CNT_REDIRECT]++;
 		return bpf_redirect(cfg->egress_ifindex, 0);
 	}
 	cnt->n[CNT_TX]++;
 	return XDP_TX;
-}
-
-/* The final stages shared by both families: backend chosen, count it, send. */
-static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const struct vip_meta *vip,
-				   __u32 idx, const struct backend *be, const struct lb_config *cfg,
-				   struct lb_counters *cnt)
-{
-	__u32 vip_num = vip->vip_num;
-	struct lb_stats *vs = vip_stats.lookup(&vip_num);
-	struct lb_stats *bs = backend_stats.lookup(&idx);
-
-	if (vs) {
-		vs->packets++;
-		vs->bytes += p->frame_len;
-	}
-	if (bs) {
-		bs->packets++;
-		bs->bytes += p->frame_len;
-	}
-	return encap_and_send(ctx, p, be, cfg, cnt);
 }
 
 /* Pick the backend of an IPv4 flow: connection table, else the ring (then remember it). */
@@ -214,7 +212,14 @@ static __always_inline int pick_and_forward_v6(struct xdp_md *ctx, struct packet
 	return forward(ctx, p, vip, idx, be, cfg, cnt);
 }
 
-/* Ports (and SYN) of a TCP/UDP header at the cursor; -1 if truncated. */
+/* Bytes of the TCP or UDP header the program reads (options never). */
+static __always_inline __u32 l4_header_len(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+}
+
+/* Ports (and SYN) of a TCP/UDP header at the cursor; -1 if truncated. The caller
+ * has checked that the header lies inside the IP packet, not just the frame. */
 static __always_inline int parse_ports(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport,
 				       __u8 *is_syn)
 {
@@ -289,7 +294,8 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	flow.dst = ip->daddr;
 	flow.proto = ip->protocol;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
+	if (tot_len < sizeof(*ip) + l4_header_len(flow.proto) ||
+	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
 		return unusual_v4(ip, 0, 1, cnt);
 
 	struct vip_key_v4 key = { .addr = flow.dst, .port = flow.dport, .proto = flow.proto };
@@ -367,7 +373,8 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	__builtin_memcpy(flow.src, ip6->saddr.in6_u.u6_addr32, sizeof(flow.src));
 	flow.proto = ip6->nexthdr;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
+	if (payload_len < l4_header_len(flow.proto) ||
+	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
 		return unusual_v6(ip6, 0, 1, cnt);
 
 	struct vip_key_v6 key = { .port = flow.dport, .proto = flow.proto };

@@ -28,10 +28,10 @@ static __always_inline __u32 lb_hash3(__u32 a, __u32 b, __u32 c, __u32 seed)
 	return lb_hash_final(a, b, c);
 }
 
-/* An IPv6 address to 32 bits. */
+/* An IPv6 address to 32 bits; the fourth word enters through the seed. */
 static __always_inline __u32 hash_v6_addr(const __be32 *w)
 {
-	return lb_hash3(w[0], w[1], w[2] ^ w[3], LB_HASH_SEED);
+	return lb_hash3(w[0], w[1], w[2], LB_HASH_SEED ^ w[3]);
 }
 
 /* The ports word of a flow: source port zeroed for F_VIP_HASH_NO_SRC_PORT VIPs. */

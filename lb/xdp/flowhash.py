@@ -61,7 +61,7 @@ def _addr_word(addr: Address) -> int:
     w = words(addr)
     if len(w) == 1:
         return w[0]
-    return hash3(w[0], w[1], w[2] ^ w[3], HASH_SEED)
+    return hash3(w[0], w[1], w[2], HASH_SEED ^ w[3])
 
 
 def flow_hash(src: Address, dst: Address, sport: int, dport: int, proto: int,

@@ -38,6 +38,8 @@
 #ifndef LB_FILTER_BITS
 #define LB_FILTER_BITS 16
 #endif
+
+/* Slots of the VIP-address pre-filter. */
 #define LB_FILTER_SIZE (1 << LB_FILTER_BITS)
 
 /* Seed of the flow hash; the control plane's mirror (lb.xdp.flowhash) uses the same. */
@@ -77,7 +79,7 @@
 #define CNT_CT_UDP_EXPIRED 6
 /* Pass: no IPv4/IPv6 after at most one 802.1Q tag (ARP, LLDP, QinQ...). */
 #define CNT_PASS_NOT_IP 7
-/* Pass: frame too short for its Ethernet/VLAN header. */
+/* Pass: frame too short for its Ethernet/VLAN header (drivers drop runts; seen with a VLAN tag). */
 #define CNT_PASS_L2_TRUNCATED 8
 /* Pass: IP header truncated or invalid (version, IHL); not ours to judge. */
 #define CNT_PASS_L3_MALFORMED 9

@@ -7,12 +7,16 @@
 #include "lb_structs.h"
 
 #ifdef LB_PIN_DIR
+/* A map pinned at LB_PIN_DIR/<name>. */
 #define LB_MAP(type, key, value, name, size) \
 	BPF_TABLE_PINNED(type, key, value, name, size, LB_PIN_DIR "/" #name)
+/* A pinned map created with BPF_F_* flags. */
 #define LB_MAP_FLAGS(type, key, value, name, size, flags) \
 	BPF_TABLE_PINNED(type, key, value, name, size, LB_PIN_DIR "/" #name, flags)
 #else
+/* A map that lives as long as the program. */
 #define LB_MAP(type, key, value, name, size) BPF_TABLE(type, key, value, name, size)
+/* A map created with BPF_F_* flags. */
 #define LB_MAP_FLAGS(type, key, value, name, size, flags) \
 	BPF_F_TABLE(type, key, value, name, size, flags)
 #endif

@@ -1,0 +1,828 @@
+"""The veth lab: namespaces and veths where the balancer runs one-arm, as it does in production.
+
+Topology (one router; every link is its own veth pair, no bridge)::
+
+    client ns                 router ns (forwarding)              backend ns (one per backend)
+    eth0 10.0.1.2 ------- cl 10.0.1.1            be0 10.1.0.1 ------- eth0 10.1.0.2   xdp_decap
+         fd00:0:1::2         fd00:0:1::1         be1 10.1.1.1 ------- eth0 10.1.1.2   xdp_decap
+                                                  ...                  lo: the VIPs, HTTP servers
+                          lb 10.0.2.1  xdp_pass
+                             fd00:0:2::1
+                               |
+    balancer ns              eth0 10.0.2.2  xdp_balancer, `rx_queues` RX queues
+                                  fd00:0:2::2
+
+Backend i's link is 10.1.i.0/24 and fd00:1:i::/64 (router .1/::1, backend .2/::2).
+
+A packet's way: the client routes the VIP ranges (10.100.0.0/24, fd00:100::/64) to the router,
+the router routes them to the balancer. The balancer's XDP program encapsulates (outer
+destination: the chosen backend's address) and sends the frame back out the same veth with
+XDP_TX, to the router's MAC (one-arm mode, Katran's model). The router routes the outer
+destination to that backend's link, where `xdp_decap` (lb/xdp/decap.c) strips the outer header
+and the kernel delivers the client's packet to the VIP on `lo`. Replies go from the backend to
+the router to the client and never cross the balancer (direct server return).
+
+Point-to-point links instead of a shared bridge: every hop is a routed hop, so the balancer's
+next-hop MAC is simply the router's side of its veth, and each link can be watched on its own
+(the router's `be<i>` interface carries exactly what backend i receives, still encapsulated).
+
+Platform facts this relies on (docs: /work/shared/PLATFORM.md):
+
+- XDP_TX on a veth is only delivered when the peer has an XDP program: the router's `lb` end
+  carries `xdp_pass`.
+- Real sockets through XDP on veth need TX checksum offload off on the sending veth, so it is off
+  on both ends of every link.
+- Frames grow by up to 40 bytes once encapsulated: the client's link has a 1500-byte MTU, the
+  balancer's and backends' links `FABRIC_MTU` = 1540, and `runtime_config()` says so to the
+  balancer, so a full-size client packet still fits.
+- `setns` is per thread: `in_netns()` switches only the calling thread (it keeps its own stack,
+  by /proc/thread-self, and never creates a namespace by accident), and `/sys` does not follow,
+  so interfaces are looked up by netlink or `socket.if_nametoindex`. A socket stays in the
+  namespace it was created in, whichever thread uses it later.
+
+Names: every namespace is `<prefix><pid>-<seq>-<role>` (e.g. `lbt4242-0-router`). Interfaces
+exist only inside the lab's namespaces, never in the root namespace, so deleting the namespaces
+deletes every veth. `remove_leftovers(prefix)` deletes the namespaces of runs whose process is
+gone (an aborted run, a killed test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import enum
+import errno
+import fcntl
+import http.client
+import ipaddress
+import itertools
+import logging
+import os
+import re
+import socket
+import socketserver
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
+
+from lb.xdp import loader
+from lb.xdp.config import RuntimeConfig
+from lb.xdp.loader import XdpMode
+
+log = logging.getLogger(__name__)
+
+NETNS_DIR = Path("/run/netns")
+DECAP_SOURCE = loader.SOURCE_DIR / "decap.c"
+
+# The client's link: what a client on the Internet sees.
+CLIENT_MTU = 1500
+# The balancer's and backends' links: room for the client's full-size packet plus an IPv6 outer
+# header (40 bytes), so nothing is dropped as too big once encapsulated.
+FABRIC_MTU = CLIENT_MTU + 40
+
+VIP_NET_V4 = ipaddress.IPv4Network("10.100.0.0/24")
+VIP_NET_V6 = ipaddress.IPv6Network("fd00:100::/64")
+# VIP addresses a lab puts on every backend's lo by default: .1 to .8 of each range.
+VIP_HOSTS = 8
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_lab_seq = itertools.count()
+
+# ioctl(SIOCETHTOOL) with ETHTOOL_STXCSUM: the legacy "tx checksum on/off" switch (ethtool -K tx).
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_STXCSUM = 0x17
+# struct ifreq is 40 bytes on x86-64: name[16], then a union (here a pointer to the request).
+_IFREQ_SIZE = 40
+_IFA_F_NODAD = 0x02
+# XDP_FLAGS_* of the kernel UAPI (if_link.h): fail rather than fall back to another mode.
+_XDP_FLAGS_SKB_MODE = 1 << 1
+_XDP_FLAGS_DRV_MODE = 1 << 2
+# IFLA_XDP_ATTACHED as the kernel sends it (XDP_ATTACHED_*) and as pyroute2 0.9 decodes it.
+_XDP_ATTACHED = {1: XdpMode.NATIVE, "xdp": XdpMode.NATIVE,
+                 2: XdpMode.GENERIC, "xdpgeneric": XdpMode.GENERIC}
+
+
+class LabError(RuntimeError):
+    """The lab could not be built, or could not be torn down completely (the message lists what)."""
+
+
+class DecapSlot(enum.IntEnum):
+    """DECAP_* counter slots of lb/xdp/decap.c (a test keeps them equal to the C defines)."""
+
+    V4_IN_V4 = 0
+    V6_IN_V4 = 1
+    V4_IN_V6 = 2
+    V6_IN_V6 = 3
+    PASS = 4
+    DROP_MALFORMED = 5
+
+
+DECAPSULATED = (DecapSlot.V4_IN_V4, DecapSlot.V6_IN_V4, DecapSlot.V4_IN_V6, DecapSlot.V6_IN_V6)
+
+
+# --- namespaces -------------------------------------------------------------------------------
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the body with this thread in network namespace `name`, then switch back.
+
+    Only the calling thread moves (threads it starts inside inherit the namespace). Raises
+    FileNotFoundError if the namespace does not exist; it is never created here.
+    """
+    target = os.open(NETNS_DIR / name, os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `fn(*args, **kwargs)` with this thread in namespace `name`; returns what it returns."""
+    with in_netns(name):
+        return fn(*args, **kwargs)
+
+
+def _sysctl(key: str, value: int | str) -> None:
+    """Write a sysctl (dotted name) of the calling thread's network namespace."""
+    Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+
+
+def _set_tx_checksum(ifname: str, enabled: bool) -> None:
+    """`ethtool -K <ifname> tx on|off` in the calling thread's namespace."""
+    request = ctypes.create_string_buffer(struct.pack("II", _ETHTOOL_STXCSUM, int(enabled)))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(request))
+    ifreq = ifreq.ljust(_IFREQ_SIZE, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, _SIOCETHTOOL, ifreq)
+
+
+def _lab_namespace_re(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}(\d+)-\d+-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(prefix: str, include_live: bool = False) -> list[str]:
+    """Delete the namespaces (and so every veth) that labs named with `prefix` left behind.
+
+    By default only namespaces of processes that are gone are deleted, so a lab running in
+    parallel (another pid) is left alone; `include_live` deletes those too, this process's
+    included. Returns the names deleted.
+    """
+    pattern = _lab_namespace_re(prefix)
+    removed = []
+    for name in sorted(pyroute2_netns.listnetns()):
+        m = pattern.match(name)
+        if not m:
+            continue
+        if not include_live and _pid_alive(int(m.group(1))):
+            continue
+        pyroute2_netns.remove(name)
+        removed.append(name)
+    return removed
+
+
+def xdp_mode(ifindex: int) -> XdpMode | None:
+    """The mode of the XDP program on `ifindex` in the calling thread's namespace (None: none).
+
+    Reads IFLA_XDP_ATTACHED whether pyroute2 hands it over as the kernel's number or, as
+    pyroute2 0.9 does, as a name ("xdp", "xdpgeneric").
+    """
+    with IPRoute() as ipr:
+        xdp = ipr.link("get", index=ifindex)[0].get_attr("IFLA_XDP")
+    if xdp is None:
+        return None
+    return _XDP_ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED"))
+
+
+def xdp_attach(ifindex: int, prog_fd: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
+    """Attach (or atomically replace) an XDP program on `ifindex` in the calling thread's
+    namespace, in `mode` only (no fallback); returns the mode the kernel reports.
+
+    The lab attaches its own programs, and the balancer, with this rather than
+    lb.xdp.loader.attach: with pyroute2 0.9.7 the loader misreads the attached mode (see
+    tests/integration/test_lab.py::test_loader_reports_native_mode_after_attach).
+    """
+    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
+    with IPRoute() as ipr:
+        ipr.link("set", index=ifindex,
+                 xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
+    effective = xdp_mode(ifindex)
+    if effective is None:
+        raise LabError(f"no XDP program on ifindex {ifindex} after attaching one")
+    return effective
+
+
+def xdp_detach(ifindex: int) -> None:
+    """Remove the XDP program from `ifindex` in the calling thread's namespace, if any."""
+    mode = xdp_mode(ifindex)
+    if mode is None:
+        return
+    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
+    with IPRoute() as ipr:
+        ipr.link("set", index=ifindex,
+                 xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 3.0,
+               interval: float = 0.01) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def settle(read: Callable[[], Any], quiet: float = 0.2, timeout: float = 3.0) -> Any:
+    """Call `read()` until its value has not changed for `quiet` seconds (at most `timeout`
+    seconds); returns that value. For counters fed by packets still in flight."""
+    deadline = time.monotonic() + timeout
+    last, last_change = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = read()
+        if now != last:
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= quiet:
+            break
+    return last
+
+
+def is_noise(frame: Any) -> bool:
+    """True for frames every new namespace emits on its own: ARP, IPv6 ND/RS/RA, MLD."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6ND_RS, IPv6
+    from scapy.layers.l2 import ARP
+
+    if frame.haslayer(ARP):
+        return True
+    if frame.haslayer(IPv6):
+        ip6 = frame[IPv6]
+        if ip6.nh in (0, 58) and (ip6.dst.startswith("ff02:") or frame.haslayer(ICMPv6ND_NS)
+                                  or frame.haslayer(ICMPv6ND_NA) or frame.haslayer(ICMPv6ND_RS)
+                                  or frame.haslayer(ICMPv6ND_RA)):
+            return True
+    return False
+
+
+# --- hosts ------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Host:
+    """One namespace of the lab and its link to the router (compared by identity).
+
+    `ifname`/`ifindex`/`mac` are this side's interface (inside `netns`); `router_*` are the
+    router's side of the same veth pair (inside the router's namespace).
+    """
+
+    role: str
+    netns: str
+    v4: ipaddress.IPv4Address
+    v6: ipaddress.IPv6Address
+    router_v4: ipaddress.IPv4Address
+    router_v6: ipaddress.IPv6Address
+    router_ifname: str
+    prefixlen_v4: int = 24
+    prefixlen_v6: int = 64
+    ifname: str = "eth0"
+    ifindex: int = 0
+    mac: str = ""
+    router_ifindex: int = 0
+    router_mac: str = ""
+
+
+@dataclass(eq=False)
+class Backend(Host):
+    """A backend namespace (xdp_decap on its interface) and the HTTP servers it runs."""
+
+    index: int = 0
+    servers: list[_BackendHTTPServer] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """How the backend introduces itself in HTTP responses (`backend0`, ...)."""
+        return self.role
+
+
+# --- HTTP servers on the backends -------------------------------------------------------------
+class _BackendHandler(BaseHTTPRequestHandler):
+    """Answers every GET with the backend's name (body and X-Backend header); keeps alive."""
+
+    protocol_version = "HTTP/1.1"
+    server: _BackendHTTPServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        body = f"{self.server.backend_name}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", self.server.backend_name)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return
+
+
+class _BackendHTTPServer(ThreadingHTTPServer):
+    """An HTTP server bound to a VIP inside a backend namespace; `close()` also drops open
+    keep-alive connections, so no socket keeps the namespace alive after the lab is gone."""
+
+    daemon_threads = True
+
+    def __init__(self, backend_name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                 port: int) -> None:
+        self.address_family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        self.backend_name = backend_name
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        super().__init__((str(address), port), _BackendHandler)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"http-{backend_name}-{address}", daemon=True)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would resolve the VIP's name (DNS inside the lab: slow, useless).
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        with self._lock:
+            open_connections = list(self._connections)
+        for conn in open_connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=2)
+
+
+# --- packet capture ---------------------------------------------------------------------------
+def _packet_socket(ifname: str) -> socket.socket:
+    """An AF_PACKET socket on `ifname` (calling thread's namespace), both directions."""
+    eth_p_all = 0x0003
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((ifname, eth_p_all))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+class Capture:
+    """Frames on one interface of one namespace, both directions, noise (`is_noise`) left out.
+
+    Use as a context manager: on entry the sniffer runs (its start is awaited, never slept
+    for); `wait(n)` blocks until n frames matched `lfilter`; on exit it stops and the socket is
+    closed. Each frame is a scapy Ether with `.direction` "out" (sent by this interface) or "in".
+    """
+
+    def __init__(self, netns: str, ifname: str,
+                 lfilter: Callable[[Any], bool] | None = None) -> None:
+        self.netns, self.ifname = netns, ifname
+        self.lfilter = lfilter
+        self.frames: list[Any] = []
+        self._changed = threading.Condition()
+        self._sniffer: Any = None
+        self._sock: Any = None
+
+    def _keep(self, frame: Any) -> bool:
+        return not is_noise(frame) and (self.lfilter is None or bool(self.lfilter(frame)))
+
+    def _add(self, frame: Any) -> None:
+        with self._changed:
+            self.frames.append(frame)
+            self._changed.notify_all()
+
+    def __enter__(self) -> Capture:
+        # scapy costs about half a second to import: only packet-level users pay for it.
+        from scapy.layers.l2 import Ether
+        from scapy.sendrecv import AsyncSniffer
+        from scapy.supersocket import SimpleSocket
+
+        class _DirectionalSocket(SimpleSocket):
+            def recv(self, x: int = 65535, **kwargs: Any) -> Any:
+                data, addr = self.ins.recvfrom(x)
+                frame = Ether(data)
+                frame.direction = "out" if addr[2] == socket.PACKET_OUTGOING else "in"
+                return frame
+
+        with in_netns(self.netns):
+            self._sock = _DirectionalSocket(_packet_socket(self.ifname), Ether)
+        started = threading.Event()
+        self._sniffer = AsyncSniffer(opened_socket=self._sock, store=False, prn=self._add,
+                                     lfilter=self._keep, started_callback=started.set)
+        self._sniffer.start()
+        if not started.wait(timeout=5):
+            self.__exit__(None, None, None)
+            raise LabError(f"sniffer on {self.netns}/{self.ifname} did not start")
+        return self
+
+    def wait(self, count: int, timeout: float = 3.0) -> list[Any]:
+        """Block until `count` frames matched (or `timeout` seconds); returns all so far."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.frames) >= count, timeout=timeout)
+            return list(self.frames)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sniffer is not None and self._sniffer.running:
+            self._sniffer.stop()
+        if self._sock is not None:
+            self._sock.close()
+
+
+# --- the lab ----------------------------------------------------------------------------------
+class VethLab:
+    """Client, router, balancer and `n_backends` backend namespaces, wired for one-arm XDP.
+
+    Context manager: building happens on entry; on exit (also after a failure halfway through
+    building) HTTP servers stop, every XDP program the lab attached is detached and every
+    namespace it created is deleted, which deletes its veths. `close()` is the same, callable
+    once or more.
+
+    n_backends: backend namespaces (backend0...); rx_queues: RX (and TX) queues of both ends of
+    the balancer's veth; prefix: first part of every namespace name (see `remove_leftovers`);
+    vip_hosts: VIP addresses put on every backend's `lo`, the first of each VIP range.
+    """
+
+    def __init__(self, n_backends: int = 3, rx_queues: int = 2, prefix: str = "lbl",
+                 vip_hosts: int = VIP_HOSTS) -> None:
+        if not 1 <= n_backends <= 250:
+            raise ValueError(f"n_backends must be 1..250, got {n_backends}")
+        if not 1 <= rx_queues <= 64:
+            raise ValueError(f"rx_queues must be 1..64, got {rx_queues}")
+        if not re.fullmatch(r"[a-z]+", prefix):
+            raise ValueError(f"prefix must be lower-case letters, got {prefix!r}")
+        self.n_backends, self.rx_queues, self.prefix = n_backends, rx_queues, prefix
+        self.vip_hosts = vip_hosts
+        self.name = f"{prefix}{os.getpid()}-{next(_lab_seq)}"
+        self.router_netns = f"{self.name}-router"
+        self.client = Host("client", f"{self.name}-client",
+                           v4=ipaddress.IPv4Address("10.0.1.2"),
+                           v6=ipaddress.IPv6Address("fd00:0:1::2"),
+                           router_v4=ipaddress.IPv4Address("10.0.1.1"),
+                           router_v6=ipaddress.IPv6Address("fd00:0:1::1"), router_ifname="cl")
+        self.balancer = Host("balancer", f"{self.name}-balancer",
+                             v4=ipaddress.IPv4Address("10.0.2.2"),
+                             v6=ipaddress.IPv6Address("fd00:0:2::2"),
+                             router_v4=ipaddress.IPv4Address("10.0.2.1"),
+                             router_v6=ipaddress.IPv6Address("fd00:0:2::1"), router_ifname="lb")
+        self.backends = [
+            Backend(f"backend{i}", f"{self.name}-be{i}",
+                    v4=ipaddress.IPv4Address(f"10.1.{i}.2"),
+                    v6=ipaddress.IPv6Address(f"fd00:1:{i:x}::2"),
+                    router_v4=ipaddress.IPv4Address(f"10.1.{i}.1"),
+                    router_v6=ipaddress.IPv6Address(f"fd00:1:{i:x}::1"),
+                    router_ifname=f"be{i}", index=i)
+            for i in range(n_backends)
+        ]
+        self._namespaces: list[str] = []
+        self._attached: list[tuple[str, int]] = []  # (netns, ifindex) of every XDP we attached
+        self._bpf_handles: list[Any] = []
+        self._decap: Any = None  # bcc handle of the xdp_decap instance (its counters)
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> VethLab:
+        try:
+            self._build()
+        except BaseException:
+            self.close(raise_errors=False)
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(raise_errors=exc_type is None)
+
+    @property
+    def hosts(self) -> list[Host]:
+        return [self.client, self.balancer, *self.backends]
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Every namespace this lab created (so far), router first."""
+        return list(self._namespaces)
+
+    def remaining_namespaces(self) -> list[str]:
+        """This lab's namespaces that exist right now (after `close()`: none)."""
+        return sorted(n for n in pyroute2_netns.listnetns() if n.startswith(self.name + "-"))
+
+    def _build(self) -> None:
+        for name in (self.router_netns, *(h.netns for h in self.hosts)):
+            self._create_netns(name)
+        self._wire()
+        for host in self.hosts:
+            self._configure_host(host)
+        self._configure_router()
+        # One decap instance for every backend (its counters are keyed by interface MAC).
+        self._decap, decap_fd = loader.load_function(DECAP_SOURCE, "xdp_decap")
+        self._bpf_handles.append(self._decap)
+        for backend in self.backends:
+            self._configure_backend(backend)
+            self._attach(backend.netns, backend.ifindex, decap_fd)
+        # XDP_TX from the balancer is delivered only if the router's side has an XDP program.
+        bpf, fd = loader.load_function(DECAP_SOURCE, "xdp_pass")
+        self._bpf_handles.append(bpf)
+        self._attach(self.router_netns, self.balancer.router_ifindex, fd)
+
+    def _create_netns(self, name: str) -> None:
+        if (NETNS_DIR / name).exists():
+            raise LabError(f"namespace {name} already exists")
+        pyroute2_netns.create(name)
+        self._namespaces.append(name)
+        with in_netns(name):
+            # Before any interface exists, so that every interface inherits it.
+            _sysctl("net.ipv6.conf.all.accept_dad", 0)
+            _sysctl("net.ipv6.conf.default.accept_dad", 0)
+            _sysctl("net.ipv6.conf.default.router_solicitations", 0)
+            _sysctl("net.ipv6.conf.default.accept_ra", 0)
+            _sysctl("net.ipv4.conf.all.rp_filter", 0)
+            _sysctl("net.ipv4.conf.default.rp_filter", 0)
+            with IPRoute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    def _wire(self) -> None:
+        """Create every veth pair from inside the router: its end there, the other end put
+        straight into the host's namespace (nothing ever appears in the root namespace)."""
+        with in_netns(self.router_netns), IPRoute() as ipr:
+            for host in self.hosts:
+                queues = self.rx_queues if host is self.balancer else 1
+                mtu = CLIENT_MTU if host is self.client else FABRIC_MTU
+                fd = os.open(NETNS_DIR / host.netns, os.O_RDONLY)
+                try:
+                    ipr.link("add", ifname=host.router_ifname, kind="veth", mtu=mtu,
+                             num_rx_queues=queues, num_tx_queues=queues,
+                             peer={"ifname": host.ifname, "net_ns_fd": fd, "mtu": mtu,
+                                   "num_rx_queues": queues, "num_tx_queues": queues})
+                finally:
+                    os.close(fd)
+                link = ipr.link("get", index=ipr.link_lookup(ifname=host.router_ifname)[0])[0]
+                host.router_ifindex = link["index"]
+                host.router_mac = link.get_attr("IFLA_ADDRESS")
+                _set_tx_checksum(host.router_ifname, False)
+                ipr.link("set", index=host.router_ifindex, state="up")
+                ipr.addr("add", index=host.router_ifindex, address=str(host.router_v4),
+                         prefixlen=host.prefixlen_v4)
+                ipr.addr("add", index=host.router_ifindex, address=str(host.router_v6),
+                         prefixlen=host.prefixlen_v6, flags=_IFA_F_NODAD)
+
+    def _configure_host(self, host: Host) -> None:
+        with in_netns(host.netns), IPRoute() as ipr:
+            host.ifindex = ipr.link_lookup(ifname=host.ifname)[0]
+            host.mac = ipr.link("get", index=host.ifindex)[0].get_attr("IFLA_ADDRESS")
+            _set_tx_checksum(host.ifname, False)
+            ipr.link("set", index=host.ifindex, state="up")
+            ipr.addr("add", index=host.ifindex, address=str(host.v4), prefixlen=host.prefixlen_v4)
+            ipr.addr("add", index=host.ifindex, address=str(host.v6), prefixlen=host.prefixlen_v6,
+                     flags=_IFA_F_NODAD)
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(host.router_v4))
+            ipr.route("add", dst="::/0", gateway=str(host.router_v6), family=socket.AF_INET6)
+
+    def _configure_router(self) -> None:
+        with in_netns(self.router_netns), IPRoute() as ipr:
+            _sysctl("net.ipv4.ip_forward", 1)
+            _sysctl("net.ipv6.conf.all.forwarding", 1)
+            ipr.route("add", dst=str(VIP_NET_V4), gateway=str(self.balancer.v4))
+            ipr.route("add", dst=str(VIP_NET_V6), gateway=str(self.balancer.v6),
+                      family=socket.AF_INET6)
+
+    def _configure_backend(self, backend: Backend) -> None:
+        with in_netns(backend.netns):
+            # DSR hygiene: the VIPs on lo are never announced or answered for on eth0.
+            _sysctl("net.ipv4.conf.all.arp_ignore", 1)
+            _sysctl("net.ipv4.conf.all.arp_announce", 2)
+            with IPRoute() as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                for vip in (*self.vips_v4(), *self.vips_v6()):
+                    ipr.addr("add", index=lo, address=str(vip),
+                             prefixlen=vip.max_prefixlen, flags=_IFA_F_NODAD)
+
+    def _attach(self, netns: str, ifindex: int, fd: int,
+                mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
+        with in_netns(netns):
+            effective = xdp_attach(ifindex, fd, mode)
+        self._attached.append((netns, ifindex))
+        return effective
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Stop servers, detach every XDP program the lab attached, delete its namespaces.
+
+        Every step runs even if an earlier one failed; with `raise_errors`, a LabError listing
+        what failed is raised at the end.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        problems: list[str] = []
+        for backend in self.backends:
+            for server in backend.servers:
+                try:
+                    server.close()
+                except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
+                    problems.append(f"HTTP server on {backend.name}: {e}")
+            backend.servers.clear()
+        for netns, ifindex in reversed(self._attached):
+            try:
+                with in_netns(netns):
+                    xdp_detach(ifindex)
+            except FileNotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"detach XDP from {netns} ifindex {ifindex}: {e}")
+        self._attached.clear()
+        for bpf in self._bpf_handles:
+            with contextlib.suppress(Exception):
+                bpf.cleanup()
+        self._bpf_handles.clear()
+        for name in reversed(self._namespaces):
+            try:
+                pyroute2_netns.remove(name)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    problems.append(f"delete namespace {name}: {e}")
+        self._namespaces.clear()
+        if problems:
+            message = "lab teardown incomplete:\n  " + "\n  ".join(problems)
+            log.error(message)
+            if raise_errors:
+                raise LabError(message)
+
+    # --- the balancer -------------------------------------------------------------------------
+    def attach_balancer(self, prog_fd: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
+        """Attach the balancer program to the balancer's veth; returns the mode in effect.
+
+        The lab detaches it on close.
+        """
+        return self._attach(self.balancer.netns, self.balancer.ifindex, prog_fd, mode)
+
+    def runtime_config(self, **overrides: Any) -> RuntimeConfig:
+        """The balancer's settings for this topology: one-arm XDP_TX to the router's MAC, from
+        the balancer veth's MAC, MTU of the backends' links. Keyword arguments override."""
+        settings: dict[str, Any] = dict(next_hop_mac=self.balancer.router_mac,
+                                        src_mac=self.balancer.mac, egress_ifindex=0,
+                                        mtu=FABRIC_MTU)
+        settings.update(overrides)
+        return RuntimeConfig(**settings)
+
+    def balancer_rx_queues(self) -> dict[int, int]:
+        """XDP packets seen by each RX queue of the balancer's veth (from `ethtool -S`)."""
+        out = subprocess.run(["ip", "netns", "exec", self.balancer.netns, "ethtool", "-S",
+                              self.balancer.ifname], capture_output=True, text=True, check=True)
+        queues = {}
+        for m in re.finditer(r"rx_queue_(\d+)_xdp_packets:\s*(\d+)", out.stdout):
+            queues[int(m.group(1))] = int(m.group(2))
+        return queues
+
+    # --- addresses ----------------------------------------------------------------------------
+    def vips_v4(self) -> list[ipaddress.IPv4Address]:
+        """The IPv4 VIP addresses the backends hold on lo (10.100.0.1...)."""
+        return [VIP_NET_V4.network_address + i for i in range(1, self.vip_hosts + 1)]
+
+    def vips_v6(self) -> list[ipaddress.IPv6Address]:
+        """The IPv6 VIP addresses the backends hold on lo (fd00:100::1...)."""
+        return [VIP_NET_V6.network_address + i for i in range(1, self.vip_hosts + 1)]
+
+    def backend_by_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                           ) -> Backend:
+        for backend in self.backends:
+            if address in (backend.v4, backend.v6):
+                return backend
+        raise KeyError(f"no backend has address {address}")
+
+    # --- decap counters -----------------------------------------------------------------------
+    def decap_counts(self, backend: Backend) -> dict[DecapSlot, int]:
+        """Frames xdp_decap counted on a backend's interface, by slot, summed over CPUs."""
+        table = self._decap[b"decap_counters"]
+        key = table.Key()
+        key.mac[:] = bytes.fromhex(backend.mac.replace(":", ""))
+        per_cpu = table.get(key)
+        return {slot: sum(cpu.packets[slot] for cpu in per_cpu or ()) for slot in DecapSlot}
+
+    def decapsulated(self, backend: Backend) -> int:
+        """Frames a backend decapsulated (all four family pairs)."""
+        counts = self.decap_counts(backend)
+        return sum(counts[s] for s in DECAPSULATED)
+
+    def clear_decap_counts(self) -> None:
+        self._decap[b"decap_counters"].clear()
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    def start_http_servers(self, addresses: Iterable[ipaddress.IPv4Address |
+                                                     ipaddress.IPv6Address],
+                           port: int = 80) -> None:
+        """Run an HTTP server on every backend for each VIP address; each answers with its
+        backend's name. The sockets are created inside the backends' namespaces."""
+        for backend in self.backends:
+            for address in addresses:
+                with in_netns(backend.netns):
+                    server = _BackendHTTPServer(backend.name, address, port)
+                backend.servers.append(server)
+                server.start()
+
+    def http_connection(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                        port: int = 80, timeout: float = 3.0) -> http.client.HTTPConnection:
+        """A TCP connection from the client namespace to address:port, already connected.
+
+        The caller closes it; requests on it reuse the same connection (HTTP keep-alive).
+        """
+        conn = http.client.HTTPConnection(str(address), port, timeout=timeout)
+        with in_netns(self.client.netns):
+            conn.connect()
+        return conn
+
+    def http_get(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int = 80,
+                 path: str = "/", timeout: float = 3.0) -> str:
+        """One GET over a new TCP connection from the client; returns the body (the backend's
+        name and a newline). Raises OSError / http.client errors when nothing answers."""
+        conn = self.http_connection(address, port, timeout)
+        try:
+            conn.request("GET", path, headers={"Connection": "close"})
+            response = conn.getresponse()
+            body = response.read().decode()
+            if response.status != 200:
+                raise LabError(f"GET {address}:{port}{path}: HTTP {response.status}")
+            return body
+        finally:
+            conn.close()
+
+    # --- raw frames ---------------------------------------------------------------------------
+    def client_frame(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, **ip_fields: Any
+                     ) -> Any:
+        """Ether/IP (or Ether/IPv6) from the client to `dst`, addressed to the router's MAC;
+        add the L4 layer with `/`."""
+        from scapy.layers.inet import IP
+        from scapy.layers.inet6 import IPv6
+        from scapy.layers.l2 import Ether
+
+        ether = Ether(src=self.client.mac, dst=self.client.router_mac)
+        if dst.version == 6:
+            return ether / IPv6(src=str(self.client.v6), dst=str(dst), **ip_fields)
+        return ether / IP(src=str(self.client.v4), dst=str(dst), **ip_fields)
+
+    def send_frames(self, frames: Iterable[Any], host: Host | None = None) -> int:
+        """Send frames (scapy packets or bytes) out of a host's interface, the client's by
+        default, through one AF_PACKET socket; returns how many were sent."""
+        host = host or self.client
+        with in_netns(host.netns):
+            sock = _packet_socket(host.ifname)
+        sent = 0
+        try:
+            for frame in frames:
+                sock.send(frame if isinstance(frame, bytes) else bytes(frame))
+                sent += 1
+        finally:
+            sock.close()
+        return sent
+
+    def capture(self, host: Host | str, ifname: str | None = None,
+                lfilter: Callable[[Any], bool] | None = None) -> Capture:
+        """A Capture on a host's interface; pass "router" and a router interface name (e.g.
+        `backend.router_ifname`) to watch a link from the router's side."""
+        if isinstance(host, Host):
+            return Capture(host.netns, ifname or host.ifname, lfilter)
+        if host != "router" or ifname is None:
+            raise ValueError("capture(host) takes a Host, or 'router' and an interface name")
+        return Capture(self.router_netns, ifname, lfilter)

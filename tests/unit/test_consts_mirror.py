@@ -1,0 +1,143 @@
+"""The C headers and their Python mirrors agree: counter slots, flags, sizes, the hash seed,
+map and struct registries; and every define, struct and map has its comment line (no root)."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from pathlib import Path
+
+import pytest
+
+from lb.xdp import flowhash
+from lb.xdp.config import Sizes
+from lb.xdp.consts import COUNTER_SLOTS, BackendFlag, Counter, VipFlag
+from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS
+
+XDP = Path(__file__).resolve().parents[2] / "lb" / "xdp"
+CONSTS, STRUCTS, MAPS = (XDP / n for n in ("lb_consts.h", "lb_structs.h", "lb_maps.h"))
+
+
+def value(expr: str) -> int:
+    """A define's value: an integer literal or (1 << n), as lb_consts.h writes them."""
+    expr = expr.strip()
+    if m := re.fullmatch(r"\(\s*1\s*<<\s*(\d+)\s*\)", expr):
+        return 1 << int(m.group(1))
+    return int(expr, 0)
+
+
+def defines(prefix: str) -> dict[str, int]:
+    """`#define <prefix>NAME value` lines of lb_consts.h, as NAME -> value."""
+    pattern = re.compile(rf"^#define\s+{prefix}(\w+)\s+(.+?)\s*$", re.M)
+    return {name: value(v) for name, v in pattern.findall(CONSTS.read_text())}
+
+
+def test_counter_slots_match_the_header() -> None:
+    c = defines("CNT_")
+    cnt_max = c.pop("MAX")
+    assert c == {m.name: m.value for m in Counter}
+    assert cnt_max == COUNTER_SLOTS == len(Counter)
+    assert sorted(c.values()) == list(range(cnt_max)), "slots are not 0..CNT_MAX-1"
+
+
+@pytest.mark.parametrize("prefix, enum", [("F_VIP_", VipFlag), ("F_BACKEND_", BackendFlag)])
+def test_flags_match_the_header(prefix: str, enum) -> None:
+    assert defines(prefix) == {m.name: m.value for m in enum}
+
+
+def test_sizes_come_from_one_place() -> None:
+    """Every #ifndef default but the seed is passed by Sizes.cflags(), and the defaults
+    written in the header are Sizes()' own (so reading either tells the truth)."""
+    defaults = dict(re.findall(r"^#ifndef (\w+)\n#define \1 (\S+)$", CONSTS.read_text(), re.M))
+    seed = value(defaults.pop("LB_HASH_SEED"))
+    assert seed == flowhash.HASH_SEED
+    passed = dict(flag[2:].split("=", 1) for flag in Sizes().cflags())
+    assert {k: value(v) for k, v in defaults.items()} == {k: int(v) for k, v in passed.items()}
+
+
+MAP_DECL = re.compile(r'^(?:LB_MAP|LB_MAP_FLAGS|BPF_TABLE|BPF_F_TABLE)\("\w+",\s*([^,]+),\s*'
+                      r'([^,]+),\s*(\w+),', re.M)
+
+
+SCALARS = {"__u32": ctypes.c_uint32, "__u64": ctypes.c_uint64}
+
+
+def mirror_name(c_struct: str) -> str:
+    """The name the Python mirror of a C struct has: foo_bar -> FooBar."""
+    return "".join(p.capitalize() for p in c_struct.split("_"))
+
+
+def mirrors(mirror, c_type: str) -> bool:
+    """Whether `mirror` is the registry's type for the C key/value type `c_type`."""
+    c_type = c_type.strip()
+    if c_type.startswith("struct "):
+        return mirror.__name__ == mirror_name(c_type.split()[1])
+    return mirror is SCALARS[c_type]
+
+
+def test_every_map_is_in_the_layout_registry_with_its_own_structs() -> None:
+    declared = {name: (k, v) for k, v, name in MAP_DECL.findall(MAPS.read_text())}
+    assert set(declared) == set(MAP_LAYOUTS)
+    for name, (key, val) in declared.items():
+        mirror_key, mirror_value = MAP_LAYOUTS[name]
+        assert mirrors(mirror_key, key), f"{name} key: {mirror_key.__name__} for {key}"
+        assert mirrors(mirror_value, val), f"{name} value: {mirror_value.__name__} for {val}"
+    assert "BPF_ARRAY(bench_state" in (XDP / "bench.h").read_text()
+    assert set(BENCH_MAP_LAYOUTS) == {"bench_state"}
+
+
+def struct_fields(text: str) -> dict[str, list[str]]:
+    """struct name -> its field names in order, from a header's struct definitions."""
+    out = {}
+    for name, body in re.findall(r"^struct (\w+) \{\n(.*?)^\};", text, re.M | re.S):
+        out[name] = re.findall(r"^\s*(?:__\w+|struct \w+)\s+(\w+)(?:\[[^\]]*\])?;", body, re.M)
+    return out
+
+
+def test_mirrors_have_the_c_field_names_in_order() -> None:
+    by_name = {m.__name__: m for pair in MAP_LAYOUTS.values() for m in pair
+               if issubclass(m, ctypes.Structure)}
+    c_structs = struct_fields(STRUCTS.read_text())
+    assert {mirror_name(n) for n in c_structs} == set(by_name), "a struct and its mirror"
+    for c_name, fields in c_structs.items():
+        mirror = by_name.get(mirror_name(c_name))
+        assert mirror is not None, f"struct {c_name} has no mirror in MAP_LAYOUTS"
+        assert [f[0] for f in mirror._fields_] == fields, c_name
+
+
+DECLARATION = re.compile(r"^(?:#define\s+(\w+)|struct\s+\w+\s*\{|(?:LB_MAP\w*|BPF_\w+)\()")
+
+
+def is_comment(line: str) -> bool:
+    s = line.strip()
+    return s.startswith(("/*", "*", "//")) or s.endswith("*/")
+
+
+def undocumented(path: Path) -> list[str]:
+    """Defines, structs and maps without a comment line right above them (for a default,
+    above its own #ifndef guard)."""
+    lines = path.read_text().splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        m = DECLARATION.match(line)
+        if not m:
+            continue
+        above = i - 1
+        if m.group(1) and above >= 0 and lines[above].strip() == f"#ifndef {m.group(1)}":
+            above -= 1
+        if above < 0 or not is_comment(lines[above]):
+            missing.append(f"{path.name}:{i + 1}: {line.strip()}")
+    return missing
+
+
+@pytest.mark.parametrize("header", [CONSTS, STRUCTS, MAPS], ids=lambda p: p.name)
+def test_every_declaration_has_a_comment_line_above(header: Path) -> None:
+    missing = undocumented(header)
+    assert not missing, "no comment line right above:\n  " + "\n  ".join(missing)
+
+
+def test_the_comment_check_sees_a_missing_comment(tmp_path: Path) -> None:
+    h = tmp_path / "x.h"
+    h.write_text("/* ok */\n#define A 1\n#define B 2\n/* ok */\n#ifndef C\n#define C 3\n#endif\n"
+                 "#ifndef D\n#define D 4\n#endif\nstruct s {\n\t__u32 a;\n};\n")
+    assert undocumented(h) == ["x.h:3: #define B 2", "x.h:9: #define D 4", "x.h:11: struct s {"]

@@ -1,0 +1,155 @@
+"""Properties of lb.xdp.flowhash, the Python mirror of flowhash.h (no root, no bcc).
+
+That the mirror is bit-exact with the C is shown by the packet tests, which predict
+the program's backend and outer source for many flows with it; here: that it behaves
+like a flow hash should, whatever the C does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter
+
+import pytest
+
+from lb.xdp.consts import VipFlag
+from lb.xdp.flowhash import (
+    encap_src_bits,
+    filter_slot,
+    flow_hash,
+    fold,
+    outer_source,
+    raw_port,
+    words,
+)
+
+ip = ipaddress.ip_address
+TCP, UDP = 6, 17
+RNG = random.Random(1)
+
+
+def random_v4() -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(RNG.getrandbits(32))
+
+
+def random_v6() -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(RNG.getrandbits(128))
+
+
+FLOWS = [(random_v4(), ip("10.0.0.1"), RNG.randrange(1, 65536), 80, TCP) for _ in range(200)] + [
+    (random_v6(), ip("fc00::1"), RNG.randrange(1, 65536), 443, UDP) for _ in range(200)]
+
+
+def test_raw_words_are_the_programs_little_endian_loads() -> None:
+    assert raw_port(0x1234) == 0x3412
+    assert words(ip("10.0.0.1")) == [0x0100000A]
+    assert words(ip("fc00::1")) == [0x00FC, 0, 0, 0x01000000]
+    assert fold(ip("fc00::1")) == 0x00FC ^ 0x01000000
+
+
+@pytest.mark.parametrize("flow", FLOWS[:5] + FLOWS[-5:])
+def test_same_flow_same_hash_and_32_bits(flow) -> None:
+    assert flow_hash(*flow) == flow_hash(*flow)
+    assert 0 <= flow_hash(*flow) < 2 ** 32
+
+
+def test_every_field_of_the_flow_counts() -> None:
+    for src, dst, sport, dport, proto in FLOWS:
+        h = flow_hash(src, dst, sport, dport, proto)
+        assert h != flow_hash(src, dst, sport ^ 1, dport, proto)
+        assert h != flow_hash(src, dst, sport, dport + 1, proto)
+        assert h != flow_hash(src, dst, sport, dport, UDP if proto == TCP else TCP)
+        assert h != flow_hash(src + 1, dst, sport, dport, proto)
+        assert h != flow_hash(src, dst + 1, sport, dport, proto)
+
+
+def test_swapping_ports_or_addresses_changes_the_hash() -> None:
+    """Not symmetric: a flow and its reverse direction are two flows."""
+    for src, dst, sport, dport, proto in FLOWS:
+        if sport == dport:
+            continue
+        assert flow_hash(src, dst, sport, dport, proto) != flow_hash(src, dst, dport, sport, proto)
+        assert flow_hash(src, dst, sport, dport, proto) != flow_hash(dst, src, sport, dport, proto)
+
+
+def test_every_ipv6_word_counts() -> None:
+    base = ip("2001:db8::10")
+    hashes = {flow_hash(base, ip("fc00::1"), 1000, 80, TCP)}
+    for word in range(4):
+        other = ipaddress.IPv6Address(int(base) ^ (1 << (32 * word + word)))
+        hashes.add(flow_hash(other, ip("fc00::1"), 1000, 80, TCP))
+    assert len(hashes) == 5
+
+
+def test_ipv6_addresses_differing_by_one_mask_in_two_words_hash_apart() -> None:
+    """Every word of an IPv6 address enters the hash: 2001:db8::1 and 2001:db8::1:0:0
+    (the same bit flipped in words 2 and 3) used to collide when words 2 and 3 were
+    folded by XOR."""
+    a, b = ip("2001:db8::1"), ip("2001:db8::1:0:0")
+    assert flow_hash(a, ip("fc00::1"), 1000, 80, TCP) != flow_hash(b, ip("fc00::1"), 1000, 80, TCP)
+
+
+def test_no_src_port_flag_ignores_the_source_port_only() -> None:
+    flag = VipFlag.HASH_NO_SRC_PORT
+    for src, dst, _, dport, proto in FLOWS[::20]:
+        with_flag = {flow_hash(src, dst, sport, dport, proto, flag) for sport in range(1, 200)}
+        without = {flow_hash(src, dst, sport, dport, proto) for sport in range(1, 200)}
+        assert len(with_flag) == 1
+        assert len(without) == 199
+        assert with_flag == {flow_hash(src, dst, 0, dport, proto)}
+        assert flow_hash(src, dst, 1, dport + 1, proto, flag) not in with_flag
+
+
+def test_no_conn_table_flag_does_not_change_the_hash() -> None:
+    for flow in FLOWS[::10]:
+        assert flow_hash(*flow, VipFlag.NO_CONN_TABLE) == flow_hash(*flow)
+
+
+def test_hash_spreads_flows_over_ring_slots() -> None:
+    """10,000 flows over 16 buckets of hash % 65537: each within 20% of the mean."""
+    rng = random.Random(2)
+    buckets = Counter(
+        flow_hash(ipaddress.IPv4Address(rng.getrandbits(32)), ip("10.0.0.1"),
+                  rng.randrange(1, 65536), 80, TCP) % 65537 % 16
+        for _ in range(10_000))
+    mean = 10_000 / 16
+    assert len(buckets) == 16
+    assert all(abs(n - mean) < 0.2 * mean for n in buckets.values()), buckets
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16, 20, 24])
+def test_filter_slot_is_in_range(bits: int) -> None:
+    for src, *_ in FLOWS:
+        assert 0 <= filter_slot(src, bits) < 2 ** bits
+
+
+def test_filter_slot_folds_both_halves_of_the_word() -> None:
+    """Addresses differing only in the high half of the last word land on other slots."""
+    slots = {filter_slot(ip(f"10.0.{c}.1"), 16) for c in range(256)}
+    assert len(slots) == 256
+
+
+@pytest.mark.parametrize("prefix", ["172.16.0.0/16", "198.51.100.0/24", "192.0.2.7/32",
+                                    "10.0.0.0/8", "fd00:ec::/96", "fd00:ec::/112",
+                                    "fd00:ec::1/128"])
+def test_outer_source_stays_inside_the_prefix(prefix: str) -> None:
+    net = ipaddress.ip_network(prefix, strict=False)
+    sources = set()
+    for src, _, sport, *_ in FLOWS:
+        out = outer_source(net, src, sport)
+        assert out.version == net.version
+        assert out in net
+        sources.add(out)
+    if net.num_addresses == 1:
+        assert sources == {net.network_address}
+    else:
+        assert len(sources) > min(net.num_addresses, len(FLOWS)) // 2, "flows do not spread"
+
+
+def test_outer_source_depends_on_source_port_and_address() -> None:
+    net = ipaddress.ip_network("172.16.0.0/16")
+    src = ip("192.0.2.10")
+    assert outer_source(net, src, 1000) != outer_source(net, src, 1001)
+    assert outer_source(net, src, 1000) != outer_source(net, ip("192.0.2.11"), 1000)
+    assert encap_src_bits(src, 1000) == fold(src) ^ (raw_port(1000) << 16 | raw_port(1000))
