@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lb.control.service import Balancer, vip_key
-from lb.lab import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, settle
+from lb.lab import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, remove_leftovers, settle
 from lb.xdp import loader
 from lb.xdp.config import Sizes
 from lb.xdp.maps import Dataplane, VipKey
@@ -146,12 +146,16 @@ def print_round(lab: VethLab, control: Control, served: Counter[str], before: di
           "go backend -> router -> client.")
 
 
-def print_counters(control: Control) -> None:
-    """The data plane's global counters that tell the story (lb_consts.h CNT_*)."""
+def print_counters(lab: VethLab, control: Control) -> None:
+    """The data plane's global counters that tell the story (lb_consts.h CNT_*), and how the
+    packets spread over the balancer veth's RX queues."""
     c = control.counters()
     keys = ("tx", "ct_miss", "ct_hit", "pass", "drop", "drop_no_backend", "drop_too_big")
     print("  data-plane counters since start:")
     print(table([[c[k] for k in keys]], keys, "r" * len(keys)))
+    queues = lab.balancer_rx_queues()
+    print("  XDP packets per RX queue of the balancer's veth: "
+          + ", ".join(f"queue {q}: {n}" for q, n in sorted(queues.items())))
 
 
 def run(cfg: DemoConfig) -> int:
@@ -160,6 +164,9 @@ def run(cfg: DemoConfig) -> int:
     program = dataplane = None
     ok = False
     heading(1, "Building the lab")
+    stale = remove_leftovers(cfg.prefix)
+    if stale:
+        print(f"  removed namespaces an earlier, aborted run left behind: {', '.join(stale)}")
     with VethLab(n_backends=len(cfg.weights), rx_queues=cfg.rx_queues,
                  prefix=cfg.prefix) as lab:
         try:
@@ -199,7 +206,7 @@ def run(cfg: DemoConfig) -> int:
             settle(lambda: control.vip_packets(key), quiet=0.1)
             print_round(lab, control, served, before, weights, addresses,
                         time.monotonic() - t)
-            print_counters(control)
+            print_counters(lab, control)
 
             heading(5, "Removing the backend that serves a long-lived connection")
             conn = lab.http_connection(vip, cfg.port)
@@ -232,7 +239,7 @@ def run(cfg: DemoConfig) -> int:
                       + ("yes" if ok else "NO"))
             finally:
                 conn.close()
-            print_counters(control)
+            print_counters(lab, control)
         finally:
             heading(7, "Tearing down")
             if dataplane is not None:

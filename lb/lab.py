@@ -35,10 +35,11 @@ Platform facts this relies on (docs: /work/shared/PLATFORM.md):
 - Frames grow by up to 40 bytes once encapsulated: the client's link has a 1500-byte MTU, the
   balancer's and backends' links `FABRIC_MTU` = 1540, and `runtime_config()` says so to the
   balancer, so a full-size client packet still fits.
-- `setns` is per thread: `in_netns()` switches only the calling thread (it keeps its own stack,
-  by /proc/thread-self, and never creates a namespace by accident), and `/sys` does not follow,
-  so interfaces are looked up by netlink or `socket.if_nametoindex`. A socket stays in the
-  namespace it was created in, whichever thread uses it later.
+- `setns` is per thread: `in_netns()` switches only the calling thread and switches it back
+  (unlike pyroute2's pushns/popns it saves /proc/thread-self, not /proc/self, keeps no global
+  stack, and never creates a missing namespace), and `/sys` does not follow, so interfaces are
+  looked up by netlink. A socket stays in the namespace it was created in, whichever thread
+  uses it later: servers, captures and client connections are created inside, used outside.
 
 Names: every namespace is `<prefix><pid>-<seq>-<role>` (e.g. `lbt4242-0-router`). Interfaces
 exist only inside the lab's namespaces, never in the root namespace, so deleting the namespaces
@@ -103,13 +104,8 @@ _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
 # struct ifreq is 40 bytes on x86-64: name[16], then a union (here a pointer to the request).
 _IFREQ_SIZE = 40
+# IFA_F_NODAD: an IPv6 address usable at once, no duplicate address detection (also sysctl'd off).
 _IFA_F_NODAD = 0x02
-# XDP_FLAGS_* of the kernel UAPI (if_link.h): fail rather than fall back to another mode.
-_XDP_FLAGS_SKB_MODE = 1 << 1
-_XDP_FLAGS_DRV_MODE = 1 << 2
-# IFLA_XDP_ATTACHED as the kernel sends it (XDP_ATTACHED_*) and as pyroute2 0.9 decodes it.
-_XDP_ATTACHED = {1: XdpMode.NATIVE, "xdp": XdpMode.NATIVE,
-                 2: XdpMode.GENERIC, "xdpgeneric": XdpMode.GENERIC}
 
 
 class LabError(RuntimeError):
@@ -211,46 +207,15 @@ def remove_leftovers(prefix: str, include_live: bool = False) -> list[str]:
     return removed
 
 
-def xdp_mode(ifindex: int) -> XdpMode | None:
-    """The mode of the XDP program on `ifindex` in the calling thread's namespace (None: none).
+def kernel_xdp_mode(netns: str, ifname: str) -> str | None:
+    """What iproute2's `ip -d link` says is attached: "xdp" (native), "xdpgeneric", or None.
 
-    Reads IFLA_XDP_ATTACHED whether pyroute2 hands it over as the kernel's number or, as
-    pyroute2 0.9 does, as a name ("xdp", "xdpgeneric").
+    An oracle independent of lb.xdp.loader, for tests and the demo.
     """
-    with IPRoute() as ipr:
-        xdp = ipr.link("get", index=ifindex)[0].get_attr("IFLA_XDP")
-    if xdp is None:
-        return None
-    return _XDP_ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED"))
-
-
-def xdp_attach(ifindex: int, prog_fd: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
-    """Attach (or atomically replace) an XDP program on `ifindex` in the calling thread's
-    namespace, in `mode` only (no fallback); returns the mode the kernel reports.
-
-    The lab attaches its own programs, and the balancer, with this rather than
-    lb.xdp.loader.attach: with pyroute2 0.9.7 the loader misreads the attached mode (see
-    tests/integration/test_lab.py::test_loader_reports_native_mode_after_attach).
-    """
-    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
-    with IPRoute() as ipr:
-        ipr.link("set", index=ifindex,
-                 xdp={"attrs": [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]})
-    effective = xdp_mode(ifindex)
-    if effective is None:
-        raise LabError(f"no XDP program on ifindex {ifindex} after attaching one")
-    return effective
-
-
-def xdp_detach(ifindex: int) -> None:
-    """Remove the XDP program from `ifindex` in the calling thread's namespace, if any."""
-    mode = xdp_mode(ifindex)
-    if mode is None:
-        return
-    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
-    with IPRoute() as ipr:
-        ipr.link("set", index=ifindex,
-                 xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+    out = subprocess.run(["ip", "-n", netns, "-d", "link", "show", "dev", ifname],
+                         check=True, capture_output=True, text=True).stdout
+    found = re.search(r"\b(xdpgeneric|xdpoffload|xdp)\b", out)
+    return found.group(1) if found else None
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 3.0,
@@ -643,7 +608,7 @@ class VethLab:
     def _attach(self, netns: str, ifindex: int, fd: int,
                 mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
         with in_netns(netns):
-            effective = xdp_attach(ifindex, fd, mode)
+            effective = loader.attach(fd, ifindex, mode)
         self._attached.append((netns, ifindex))
         return effective
 
@@ -667,7 +632,7 @@ class VethLab:
         for netns, ifindex in reversed(self._attached):
             try:
                 with in_netns(netns):
-                    xdp_detach(ifindex)
+                    loader.detach(ifindex)
             except FileNotFoundError:
                 pass
             except Exception as e:  # noqa: BLE001

@@ -30,8 +30,8 @@ BPFFS = Path("/sys/fs/bpf")
 # XDP_FLAGS_* of the kernel UAPI (if_link.h).
 _XDP_FLAGS_SKB_MODE = 1 << 1
 _XDP_FLAGS_DRV_MODE = 1 << 2
-# IFLA_XDP_ATTACHED values.
-_ATTACHED = {1: "native", 2: "generic", 3: "offload"}
+# IFLA_XDP_ATTACHED, as the kernel's number or as pyroute2 0.9's name for it.
+_ATTACHED = {1: "native", 2: "generic", "xdp": "native", "xdpgeneric": "generic"}
 
 
 class XdpMode(enum.StrEnum):
@@ -194,8 +194,8 @@ def attached_mode(ifindex: int) -> XdpMode | None:
     xdp = link.get_attr("IFLA_XDP")
     if xdp is None:
         return None
-    mode = _ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED") or 0)
-    return XdpMode(mode) if mode in ("native", "generic") else None
+    mode = _ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED"))
+    return XdpMode(mode) if mode else None
 
 
 def detach(ifindex: int, mode: XdpMode | None = None) -> None:
