@@ -123,6 +123,17 @@ def send_requests(lab: VethLab, vip: Address, port: int, n: int) -> Counter[str]
     return served
 
 
+def request_round(lab, control, key, vip, cfg, weights, addresses) -> Counter[str]:
+    """Send cfg.requests new-connection HTTP requests to the VIP, print who served them,
+    and return the responses per backend name."""
+    before = {n: control.backend_packets(a) for n, a in addresses.items()}
+    t = time.monotonic()
+    served = send_requests(lab, vip, cfg.port, cfg.requests)
+    settle(lambda: control.vip_packets(key), quiet=0.1)
+    print_round(lab, control, served, before, weights, addresses, time.monotonic() - t)
+    return served
+
+
 def print_round(lab: VethLab, control: Control, served: Counter[str], before: dict[str, int],
                 weights: dict[str, int], addresses: dict[str, Address], elapsed: float) -> None:
     """Responses per backend (from the HTTP bodies) next to the data plane's packet counts."""
@@ -200,12 +211,7 @@ def run(cfg: DemoConfig) -> int:
             lab.start_http_servers([vip], cfg.port)
 
             heading(4, f"{cfg.requests} requests, each a new TCP connection")
-            before = {n: control.backend_packets(a) for n, a in addresses.items()}
-            t = time.monotonic()
-            served = send_requests(lab, vip, cfg.port, cfg.requests)
-            settle(lambda: control.vip_packets(key), quiet=0.1)
-            print_round(lab, control, served, before, weights, addresses,
-                        time.monotonic() - t)
+            request_round(lab, control, key, vip, cfg, weights, addresses)
             print_counters(lab, control)
 
             heading(5, "Removing the backend that serves a long-lived connection")
@@ -222,12 +228,7 @@ def run(cfg: DemoConfig) -> int:
                       + ", ".join(f"{n} {share[addresses[n]]:.1%}" for n in weights))
 
                 heading(6, f"{cfg.requests} new requests, and the open connection")
-                before = {n: control.backend_packets(a) for n, a in addresses.items()}
-                t = time.monotonic()
-                served = send_requests(lab, vip, cfg.port, cfg.requests)
-                settle(lambda: control.vip_packets(key), quiet=0.1)
-                print_round(lab, control, served, before, weights, addresses,
-                            time.monotonic() - t)
+                served = request_round(lab, control, key, vip, cfg, weights, addresses)
                 answers = []
                 for _ in range(3):
                     conn.request("GET", "/")

@@ -138,76 +138,45 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 	return XDP_TX;
 }
 
-/* Pick the backend of an IPv4 flow: connection table, else the ring (then remember it). */
-static __always_inline int pick_and_forward_v4(struct xdp_md *ctx, struct packet *p,
-					       struct flow_v4 *flow, const struct vip_meta *vip,
-					       struct lb_counters *cnt)
+/* Pick the backend of a flow: connection table, else the ring (then remember it).
+ * `flow` is a struct flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at
+ * each call site, so the family branches fold away when this is inlined. */
+static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
+					    int v6, __u8 proto, const struct vip_meta *vip,
+					    struct lb_counters *cnt)
 {
 	__u32 zero = 0;
 	struct lb_config *cfg = lb_config.lookup(&zero);
 	int use_ct = !(vip->flags & F_VIP_NO_CONN_TABLE);
 	struct backend *be;
 	struct ct_entry fresh;
-	__u32 idx;
+	__u32 hash, idx;
 
 	if (!cfg)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);
 	if (use_ct && !p->is_syn) {
-		struct ct_entry *e = ct_v4.lookup(flow);
+		struct ct_entry *e = v6 ? ct_v6.lookup(flow) : ct_v4.lookup(flow);
 
 		if (e) {
-			be = ct_entry_backend(e, flow->proto, cfg, cnt);
+			be = ct_entry_backend(e, proto, cfg, cnt);
 			if (be) {
 				cnt->n[CNT_CT_HIT]++;
 				return forward(ctx, p, vip, e->backend, be, cfg, cnt);
 			}
 		}
 	}
-	idx = ring_backend(vip->vip_num, flow_hash_v4(flow, vip->flags));
+	hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+	idx = ring_backend(vip->vip_num, hash);
 	be = usable_backend(idx);
 	if (!be)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);
 	if (use_ct) {
 		cnt->n[CNT_CT_MISS]++;
-		ct_fill(&fresh, idx, flow->proto);
-		ct_v4.update(flow, &fresh);
-	}
-	return forward(ctx, p, vip, idx, be, cfg, cnt);
-}
-
-/* As pick_and_forward_v4, for IPv6 flows. */
-static __always_inline int pick_and_forward_v6(struct xdp_md *ctx, struct packet *p,
-					       struct flow_v6 *flow, const struct vip_meta *vip,
-					       struct lb_counters *cnt)
-{
-	__u32 zero = 0;
-	struct lb_config *cfg = lb_config.lookup(&zero);
-	int use_ct = !(vip->flags & F_VIP_NO_CONN_TABLE);
-	struct backend *be;
-	struct ct_entry fresh;
-	__u32 idx;
-
-	if (!cfg)
-		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (use_ct && !p->is_syn) {
-		struct ct_entry *e = ct_v6.lookup(flow);
-
-		if (e) {
-			be = ct_entry_backend(e, flow->proto, cfg, cnt);
-			if (be) {
-				cnt->n[CNT_CT_HIT]++;
-				return forward(ctx, p, vip, e->backend, be, cfg, cnt);
-			}
-		}
-	}
-	idx = ring_backend(vip->vip_num, flow_hash_v6(flow, vip->flags));
-	be = usable_backend(idx);
-	if (!be)
-		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (use_ct) {
-		cnt->n[CNT_CT_MISS]++;
-		ct_fill(&fresh, idx, flow->proto);
-		ct_v6.update(flow, &fresh);
+		ct_fill(&fresh, idx, proto);
+		if (v6)
+			ct_v6.update(flow, &fresh);
+		else
+			ct_v4.update(flow, &fresh);
 	}
 	return forward(ctx, p, vip, idx, be, cfg, cnt);
 }
@@ -311,7 +280,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	p->encap.inner_proto = LB_IPPROTO_IPIP;
 	p->encap.tos = ip->tos;
 	p->encap.src_bits = encap_src_bits(flow.src, flow.sport);
-	return pick_and_forward_v4(ctx, p, &flow, vip, cnt);
+	return pick_and_forward(ctx, p, &flow, 0, flow.proto, vip, cnt);
 }
 
 /* Rare path for IPv6, as unusual_v4. */
@@ -392,7 +361,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	p->encap.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	p->encap.src_bits = encap_src_bits(flow.src[0] ^ flow.src[1] ^ flow.src[2] ^ flow.src[3],
 					   flow.sport);
-	return pick_and_forward_v6(ctx, p, &flow, vip, cnt);
+	return pick_and_forward(ctx, p, &flow, 1, flow.proto, vip, cnt);
 }
 
 int xdp_balancer(struct xdp_md *ctx)

@@ -7,7 +7,7 @@ into the `lb_config` map and may change while the program runs.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 
@@ -98,7 +98,6 @@ class RuntimeConfig:
     encap_source_v4: str = "172.16.0.0/16"
     encap_source_v6: str = "fd00:ec::/96"
     udp_timeout_s: float = 30.0
-    _nets: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _mac_bytes(self.next_hop_mac)
@@ -109,19 +108,17 @@ class RuntimeConfig:
             raise ValueError(f"ttl must be 1..255, got {self.ttl}")
         if self.udp_timeout_s <= 0:
             raise ValueError(f"udp_timeout_s must be > 0, got {self.udp_timeout_s}")
-        v4 = ipaddress.IPv4Network(self.encap_source_v4, strict=False)
-        v6 = ipaddress.IPv6Network(self.encap_source_v6, strict=False)
-        if v6.prefixlen < 96:
+        if self.encap_v6.prefixlen < 96:  # also validates both prefixes
             raise ValueError(f"encap_source_v6 must be /96 or longer, got {self.encap_source_v6}")
-        object.__setattr__(self, "_nets", (v4, v6))
+        _ = self.encap_v4
 
     @property
     def encap_v4(self) -> ipaddress.IPv4Network:
-        return self._nets[0]
+        return ipaddress.IPv4Network(self.encap_source_v4, strict=False)
 
     @property
     def encap_v6(self) -> ipaddress.IPv6Network:
-        return self._nets[1]
+        return ipaddress.IPv6Network(self.encap_source_v6, strict=False)
 
     def mac_bytes(self) -> tuple[bytes, bytes]:
         """(next_hop_mac, src_mac) as 6 bytes each."""

@@ -222,12 +222,14 @@ class _MapInfo(ctypes.Structure):
                 ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]
 
 
+_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+
+
 def map_info(map_fd: int) -> _MapInfo:
     """The kernel's description of a map (sizes, flags, name)."""
-    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
     info = _MapInfo()
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    if lib.bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+    if _libbpf.bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bpf_obj_get_info_by_fd: {os.strerror(err)}")
     return info

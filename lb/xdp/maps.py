@@ -60,8 +60,7 @@ class Flow:
 
 
 def _words_array(addr: Address) -> ctypes.Array:
-    w = words(addr) + [0] * (4 - len(words(addr)))
-    return (_U32 * 4)(*w)
+    return (_U32 * 4)(*words(addr))
 
 
 def _vip_key(vip: VipKey, port: int | None = None, proto: int | None = None):
