@@ -66,7 +66,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,13 +75,13 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
+from lb.netns import NETNS_DIR, in_netns
 from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig
 from lb.xdp.loader import XdpMode
 
 log = logging.getLogger(__name__)
 
-NETNS_DIR = Path("/run/netns")
 DECAP_SOURCE = loader.SOURCE_DIR / "decap.c"
 
 # The client's link: what a client on the Internet sees.
@@ -95,8 +95,6 @@ VIP_NET_V6 = ipaddress.IPv6Network("fd00:100::/64")
 # VIP addresses a lab puts on every backend's lo by default: .1 to .8 of each range.
 VIP_HOSTS = 8
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _lab_seq = itertools.count()
 
 # ioctl(SIOCETHTOOL) with ETHTOOL_STXCSUM: the legacy "tx checksum on/off" switch (ethtool -K tx).
@@ -126,39 +124,7 @@ class DecapSlot(enum.IntEnum):
 DECAPSULATED = (DecapSlot.V4_IN_V4, DecapSlot.V6_IN_V4, DecapSlot.V4_IN_V6, DecapSlot.V6_IN_V6)
 
 
-# --- namespaces -------------------------------------------------------------------------------
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the body with this thread in network namespace `name`, then switch back.
-
-    Only the calling thread moves (threads it starts inside inherit the namespace). Raises
-    FileNotFoundError if the namespace does not exist; it is never created here.
-    """
-    target = os.open(NETNS_DIR / name, os.O_RDONLY)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
-
-
-def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `fn(*args, **kwargs)` with this thread in namespace `name`; returns what it returns."""
-    with in_netns(name):
-        return fn(*args, **kwargs)
-
-
+# --- namespaces: lb.netns ------------------------------------------------------------------
 def _sysctl(key: str, value: int | str) -> None:
     """Write a sysctl (dotted name) of the calling thread's network namespace."""
     Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from lb.control.maglev import build_ring
+from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
 from lb.xdp.flowhash import Address
 from lb.xdp.maps import PROTOCOLS, Dataplane, VipKey
@@ -61,6 +62,14 @@ def vip_key(address: str, port: int, protocol: str) -> VipKey:
     if protocol not in PROTOCOLS:
         raise InvalidInput(f"protocol: must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     return VipKey(addr, port, PROTOCOLS[protocol])
+
+
+@dataclass(frozen=True)
+class VipTarget:
+    """What one VIP should be: its flags and backends (address -> weight)."""
+
+    flags: VipFlag
+    backends: dict[Address, int]
 
 
 @dataclass
@@ -113,6 +122,12 @@ class Balancer:
         self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
         self._free_vip_nums.append(state.num)
 
+    def set_flags(self, key: VipKey, flags: int) -> None:
+        state = self._vip(key)
+        if state.flags != flags:
+            state.flags = VipFlag(flags)
+            self.dp.set_vip(key, state.num, int(state.flags))
+
     def _vip(self, key: VipKey) -> VipState:
         try:
             return self.vips[key]
@@ -150,6 +165,115 @@ class Balancer:
         written = self._write_ring(state)
         self._release_backend(address)
         return written
+
+    def set_backends(self, key: VipKey, backends: dict[Address, int]) -> int:
+        """Make a VIP's backends exactly `backends` (address -> weight), writing its ring
+        once; returns the ring slots written (0 when nothing changed)."""
+        state = self._vip(key)
+        for weight in backends.values():
+            self._check_weight(weight)
+        added = [a for a in backends if a not in state.backends]
+        removed = [a for a in state.backends if a not in backends]
+        self._check_backend_room(added, removed)
+        if not added and not removed and backends == state.backends:
+            return 0
+        # Normally removed backends are released after the ring stops naming them. Only
+        # when the pool is full do they go first, so their slots can be recycled.
+        release_first = self._new_backends(added) > self._room()
+        if release_first:
+            for address in removed:
+                self._release_backend(address)
+        for address in added:
+            self._acquire_backend(address)
+        state.backends = dict(backends)
+        written = self._write_ring(state)
+        if not release_first:
+            for address in removed:
+                self._release_backend(address)
+        return written
+
+    def reconcile(self, target: dict[VipKey, VipTarget],
+                  scope: set[VipKey] | None = None) -> ApplyReport:
+        """Make the data plane hold exactly `target`; returns what it wrote.
+
+        With `scope`, only those VIPs are looked at (a change to one VIP need not walk
+        every other). Capacity is checked first, so a target that cannot fit raises
+        CapacityError before anything is written. VIPs are removed before others are
+        added, so a target that swaps VIPs at full capacity fits.
+        """
+        report = ApplyReport()
+        keys = set(target) | set(self.vips) if scope is None else scope
+        added = [k for k in target if k in keys and k not in self.vips]
+        removed = [k for k in self.vips if k in keys and k not in target]
+        if len(self.vips) - len(removed) + len(added) > self.sizes.max_vips:
+            raise CapacityError(f"the configuration has {len(target)} VIPs, the data plane "
+                                f"holds {self.sizes.max_vips}")
+        wanted = {a for t in target.values() for a in t.backends}
+        if scope is None and len(wanted) > self.sizes.max_backends - 1:
+            raise CapacityError(f"the configuration has {len(wanted)} distinct backends, the "
+                                f"data plane holds {self.sizes.max_backends - 1}")
+        for key in removed:
+            self.remove_vip(key)
+            report.vips_removed += 1
+        for key in added:
+            self.add_vip(key, target[key].flags)
+            report.vips_added += 1
+        # Backends leave their rings before others take their slots.
+        order = sorted((k for k in target if k in keys),
+                       key=lambda k: -len(set(self.vips[k].backends) - set(target[k].backends)))
+        for key in order:
+            t = target[key]
+            state = self.vips[key]
+            changed = state.flags != t.flags or set(state.backends) != set(t.backends)
+            self.set_flags(key, t.flags)
+            written = self.set_backends(key, t.backends)
+            report.ring_slots_written += written
+            if (changed or written) and key not in added:
+                report.vips_changed += 1
+        return report
+
+    @classmethod
+    def adopt(cls, dataplane: Dataplane) -> Balancer:
+        """A Balancer that takes over what a data plane already holds (pinned maps of a
+        previous run): its VIP numbers, backend slots and rings, so that flows in the
+        connection table keep their backends. Weights are not in the kernel: they read as
+        0 until the next reconcile, which rewrites only the ring slots that differ."""
+        self = cls(dataplane)
+        for index in range(1, self.sizes.max_backends):
+            address = dataplane.backend(index)
+            if address is None or address in self._backend_index:
+                continue
+            self._backend_index[address] = index
+            self._backend_refs[address] = 0
+            self._free_backend_slots.remove(index)
+        by_index = {i: a for a, i in self._backend_index.items()}
+        for key, (num, flags) in dataplane.vips().items():
+            if num in self._free_vip_nums:
+                self._free_vip_nums.remove(num)
+            members = {by_index[i] for i in set(dataplane.read_ring(num)) if i in by_index}
+            self.vips[key] = VipState(num=num, flags=VipFlag(flags),
+                                      backends=dict.fromkeys(members, 0))
+            for address in members:
+                self._backend_refs[address] += 1
+            dataplane.set_address_marker(key.address)
+        for address, refs in self._backend_refs.items():
+            if refs == 0:
+                self._retired[address] = None
+        dataplane.write_filter(self._vip_addresses())
+        return self
+
+    def _new_backends(self, added: list[Address]) -> int:
+        """How many of `added` need a slot (the others already have one)."""
+        return sum(1 for a in added if a not in self._backend_index)
+
+    def _room(self) -> int:
+        """Slots a new backend can take: free ones and retired ones (recycled)."""
+        return len(self._free_backend_slots) + len(self._retired)
+
+    def _check_backend_room(self, added: list[Address], removed: list[Address]) -> None:
+        room = self._room() + sum(1 for a in removed if self._backend_refs.get(a) == 1)
+        if self._new_backends(added) > room:
+            raise CapacityError(f"all {self.sizes.max_backends - 1} backend slots are in use")
 
     def backend_index(self, address: Address) -> int:
         return self._backend_index[address]

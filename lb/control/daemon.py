@@ -1,0 +1,139 @@
+"""The daemon (`lb run`): load and attach the data plane, reconcile it, serve the REST API.
+
+Start-up, in this order:
+1. bind the API socket (in the namespace the daemon starts in, so a lab's API is reachable
+   from the host), then enter `netns` if set;
+2. load the program with its maps pinned under `pin_dir`: a previous run's maps are reused,
+   with every VIP, ring, backend and connection-table entry in them;
+3. adopt what the maps hold (VIP numbers, backend slots) and reconcile them with the database,
+   writing only ring slots that differ (zero after a plain restart);
+4. attach, atomically replacing the previous run's program, which kept forwarding meanwhile;
+5. serve until SIGTERM/SIGINT. Exiting never detaches: `lb detach` does, on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from api.app import create_app
+from lb import netns
+from lb.control import netinfo
+from lb.control.controller import Controller
+from lb.control.model import ApplyReport
+from lb.control.service import Balancer
+from lb.control.settings import Settings
+from lb.control.store import Store
+from lb.xdp import loader
+from lb.xdp.loader import XdpMode
+from lb.xdp.maps import Dataplane
+
+log = logging.getLogger("lb.daemon")
+
+
+@dataclass
+class Runtime:
+    """What the running daemon attached, and what its start-up reconcile wrote."""
+
+    settings: Settings
+    interface: netinfo.Interface
+    next_hop: str
+    mode: XdpMode | None = None
+    startup: ApplyReport = field(default_factory=ApplyReport)
+    adopted_vips: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    def readiness(self, dataplane: Dataplane) -> dict[str, Any]:
+        problems = []
+        try:
+            mode = loader.attached_mode(self.interface.index)
+        except Exception as e:  # noqa: BLE001 (reported, not raised)
+            mode, problems = None, [f"interface: {e}"]
+        if mode is None:
+            problems.append(f"no XDP program on {self.interface.name}")
+        try:
+            dataplane.read_config()
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"maps: {e}")
+        return {"ready": not problems, "problems": problems, "interface": self.interface.name,
+                "netns": self.settings.netns, "mode": mode, "next_hop_mac": self.next_hop,
+                "pin_dir": str(self.settings.pin_dir),
+                "startup": {"adopted_vips": self.adopted_vips, **self.startup.model_dump()}}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(settings: Settings) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sock = _bind(settings.api_host, settings.api_port)
+    if settings.netns:
+        netns.enter(settings.netns)
+    iface = netinfo.interface(settings.interface)
+    egress = netinfo.interface(settings.egress_interface) if settings.egress_interface else iface
+    if settings.next_hop_mac:
+        next_hop = settings.next_hop_mac
+        log.info("next hop %s (from settings)", next_hop)
+    else:
+        hop = netinfo.next_hop(egress.index)
+        next_hop = hop.mac
+        log.info("next hop %s: the MAC of default gateway %s on %s", next_hop, hop.gateway,
+                 egress.name)
+    runtime = Runtime(settings, iface, next_hop)
+
+    program = loader.load(settings.sizes(), pin_dir=settings.pin_dir)
+    dataplane = Dataplane(program)
+    dataplane.write_config(settings.runtime_config(
+        next_hop_mac=next_hop, src_mac=egress.mac,
+        egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu))
+    store = Store(settings.database)
+    balancer = Balancer.adopt(dataplane)
+    runtime.adopted_vips = len(balancer.vips)
+    controller = Controller(store, balancer)
+    runtime.startup = controller.reconcile()
+    log.info("reconciled %d VIPs from %s with %d adopted from %s: %s", len(controller.vips),
+             settings.database, runtime.adopted_vips, settings.pin_dir, runtime.startup)
+    runtime.mode = loader.attach(program.fd, iface.index, settings.xdp_mode)
+    log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
+             f", netns {settings.netns}" if settings.netns else "", runtime.mode)
+
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app = create_app(controller, lambda: runtime.readiness(dataplane), token)
+    where = f"http://{settings.api_host}:{sock.getsockname()[1]}"
+    if token:
+        log.info("API on %s; changes need 'Authorization: Bearer <api_token>'", where)
+    else:
+        log.info("API on %s (loopback only, no token)", where)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        store.close()
+        log.info("stopped; the XDP program stays attached to %s (lb detach removes it)",
+                 iface.name)
+
+
+def detach(settings: Settings, unpin: bool = False) -> None:
+    """Remove the program from the interface; with `unpin`, delete the pinned maps too."""
+    if settings.netns:
+        netns.enter(settings.netns)
+    iface = netinfo.interface(settings.interface)
+    loader.detach(iface.index)
+    if unpin and settings.pin_dir.exists():
+        for pin in settings.pin_dir.iterdir():
+            pin.unlink()
+        settings.pin_dir.rmdir()

@@ -1,0 +1,116 @@
+"""The daemon's settings: one object built from flags, environment (LB_*) and a TOML file.
+
+Precedence, highest first: command-line flags, environment variables (`LB_INTERFACE`, ...),
+the TOML file named by `--config` or `LB_CONFIG`, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lb.xdp.config import RuntimeConfig, Sizes, _mac_bytes
+from lb.xdp.loader import XdpMode
+
+DEFAULT_PORT = 8470
+CONFIG_ENV = "LB_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Everything `lb run` needs; see `lb run --help` and the README's daemon section."""
+
+    model_config = SettingsConfigDict(env_prefix="LB_", extra="forbid")
+
+    interface: str = Field(description="interface the XDP program is attached to")
+    netns: str | None = Field(None, description="network namespace of the interface (labs); "
+                              "the API socket stays in the namespace the daemon starts in")
+    xdp_mode: XdpMode = Field(XdpMode.NATIVE, description="native, or generic (SKB) when asked")
+    next_hop_mac: str | None = Field(None, description="destination MAC of encapsulated "
+                                     "frames; default: the default route's gateway's MAC")
+    egress_interface: str | None = Field(None, description="two-arm: send encapsulated "
+                                         "frames out of this interface (XDP_REDIRECT)")
+    mtu: int | None = Field(None, description="L3 MTU toward backends; default: the "
+                            "egress interface's MTU")
+    ttl: int = 64
+    encap_source_v4: str = "172.16.0.0/16"
+    encap_source_v6: str = "fd00:ec::/96"
+    udp_timeout_s: float = 30.0
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    api_token: SecretStr | None = Field(None, description="bearer token for changes; "
+                                        "required when api_host is not a loopback address")
+    state_dir: Path = Field(Path("/var/lib/lb"), description="where the database lives")
+    pin_dir: Path = Field(Path("/sys/fs/bpf/lb"), description="bpffs directory of the maps")
+    max_vips: int = Sizes.max_vips
+    max_backends: int = Sizes.max_backends
+    ring_size: int = Sizes.ring_size
+    conn_table_size: int = Sizes.conn_table_size
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    @field_validator("next_hop_mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None:
+            _mac_bytes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        self.sizes()  # validates the sizes
+        if not self.api_is_local and self.api_token is None:
+            raise ValueError(f"api_host {self.api_host} is not a loopback address: set "
+                             "api_token (LB_API_TOKEN) so that changes need a bearer token")
+        return self
+
+    @property
+    def api_is_local(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.api_host).is_loopback
+        except ValueError:
+            return self.api_host == "localhost"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+    def sizes(self) -> Sizes:
+        return Sizes(max_vips=self.max_vips, max_backends=self.max_backends,
+                     ring_size=self.ring_size, conn_table_size=self.conn_table_size)
+
+    def runtime_config(self, next_hop_mac: str, src_mac: str, egress_ifindex: int,
+                       mtu: int) -> RuntimeConfig:
+        return RuntimeConfig(next_hop_mac=next_hop_mac, src_mac=src_mac,
+                             egress_ifindex=egress_ifindex, mtu=self.mtu or mtu, ttl=self.ttl,
+                             encap_source_v4=self.encap_source_v4,
+                             encap_source_v6=self.encap_source_v6,
+                             udp_timeout_s=self.udp_timeout_s)
+
+
+def load_settings(config: str | Path | None = None, **flags: Any) -> Settings:
+    """Settings from flags (None values ignored), environment and the TOML file."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    return Settings(**{k: v for k, v in flags.items() if v is not None})

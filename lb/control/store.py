@@ -1,0 +1,131 @@
+"""The desired-state database: VIPs and backends persisted in SQLite, changed in transactions.
+
+A change is written inside a transaction that the caller commits only after the data plane
+took it (see lb.control.controller): an acknowledged change is on disk (WAL, synchronous=FULL),
+and a change that failed or was interrupted leaves the previous state, which the next start
+reconciles the kernel to. VIP ids come from AUTOINCREMENT, so an id is never reused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lb.control.model import Address, BackendSpec, Vip, VipSpec
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vips (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    protocol TEXT NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    UNIQUE (address, port, protocol)
+);
+CREATE TABLE IF NOT EXISTS backends (
+    vip_id INTEGER NOT NULL REFERENCES vips(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    weight INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (vip_id, address)
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or is of another schema version."""
+
+
+class Transaction:
+    """Row writes of one change; committed or rolled back as a whole by Store.transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def insert_vip(self, spec: VipSpec) -> int:
+        cur = self._db.execute(
+            "INSERT INTO vips (address, port, protocol, flags) VALUES (?, ?, ?, ?)",
+            (str(spec.address), spec.port, spec.protocol, ",".join(spec.flags)))
+        return int(cur.lastrowid)
+
+    def insert_vip_with_id(self, vip_id: int, spec: VipSpec) -> None:
+        self._db.execute(
+            "INSERT INTO vips (id, address, port, protocol, flags) VALUES (?, ?, ?, ?, ?)",
+            (vip_id, str(spec.address), spec.port, spec.protocol, ",".join(spec.flags)))
+
+    def delete_vip(self, vip_id: int) -> None:
+        self._db.execute("DELETE FROM vips WHERE id = ?", (vip_id,))
+
+    def set_flags(self, vip_id: int, flags: list[str]) -> None:
+        self._db.execute("UPDATE vips SET flags = ? WHERE id = ?", (",".join(flags), vip_id))
+
+    def put_backend(self, vip_id: int, backend: BackendSpec, position: int) -> None:
+        self._db.execute(
+            "INSERT INTO backends (vip_id, address, weight, position) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (vip_id, address) DO UPDATE SET weight = excluded.weight",
+            (vip_id, str(backend.address), backend.weight, position))
+
+    def delete_backend(self, vip_id: int, address: Address) -> None:
+        self._db.execute("DELETE FROM backends WHERE vip_id = ? AND address = ?",
+                         (vip_id, str(address)))
+
+
+class Store:
+    """One SQLite file holding the desired state."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {row[0]}, this build reads "
+                                 f"{SCHEMA_VERSION}")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield Transaction(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def load(self) -> dict[int, Vip]:
+        """Every VIP with its backends (in the order they were added), by id."""
+        backends: dict[int, list[BackendSpec]] = {}
+        for vip_id, address, weight in self._db.execute(
+                "SELECT vip_id, address, weight FROM backends ORDER BY vip_id, position"):
+            backends.setdefault(vip_id, []).append(
+                BackendSpec(address=ipaddress.ip_address(address), weight=weight))
+        vips = {}
+        for vip_id, address, port, protocol, flags in self._db.execute(
+                "SELECT id, address, port, protocol, flags FROM vips ORDER BY id"):
+            vips[vip_id] = Vip(id=vip_id, address=ipaddress.ip_address(address), port=port,
+                               protocol=protocol, flags=[f for f in flags.split(",") if f],
+                               backends=backends.get(vip_id, []))
+        return vips

@@ -1,0 +1,155 @@
+"""A daemon process (`lb run`) on a veth lab's balancer: start, wait until ready, kill, restart.
+
+Used by the demo, the API tests and the control-plane benchmark. The daemon runs as a real
+subprocess with a real uvicorn server on 127.0.0.1 (in the root namespace) and its data plane
+in the lab's balancer namespace; its database and pinned maps live in directories this object
+owns and removes on close, as it removes the process, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lb.lab import FABRIC_MTU, VethLab
+from lb.xdp.loader import BPFFS
+
+# prctl(PR_SET_PDEATHSIG): the daemon gets SIGKILL if the process that started it dies.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+PIN_PREFIX = "lb-lab-"
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def remove_leftover_pins() -> list[str]:
+    """Delete pin directories of lab daemons whose starting process is gone; returns them."""
+    removed = []
+    for path in BPFFS.glob(f"{PIN_PREFIX}*"):
+        pid = path.name[len(PIN_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+class DaemonError(RuntimeError):
+    """The daemon did not become ready, or exited."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabDaemon:
+    """`lb run` attached to `lab`'s balancer interface, with its own state and pin directories."""
+
+    def __init__(self, lab: VethLab, *, max_vips: int = 16, max_backends: int = 64,
+                 conn_table_size: int = 16384, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        self.lab = lab
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = Path(tempfile.mkdtemp(prefix="lb-state-"))
+        self.pin_dir = BPFFS / f"{PIN_PREFIX}{os.getpid()}-{self.port}"
+        self.log_path = log_path or self.state_dir / "daemon.log"
+        self.args = [sys.executable, "-m", "lb", "run",
+                     "--netns", lab.balancer.netns, "--interface", lab.balancer.ifname,
+                     "--mtu", str(FABRIC_MTU), "--api-port", str(self.port),
+                     "--state-dir", str(self.state_dir), "--pin-dir", str(self.pin_dir),
+                     "--max-vips", str(max_vips), "--max-backends", str(max_backends),
+                     "--conn-table-size", str(conn_table_size), *(extra_args or [])]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def __enter__(self) -> LabDaemon:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the process and wait for /readyz; returns its body."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps it)
+        try:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env, cwd=Path(__file__).parent.parent,
+                                            preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise DaemonError(f"the daemon exited with {self.process.returncode}:\n"
+                                  f"{self.log_tail()}")
+            try:
+                r = self.client.get("/readyz", timeout=2)
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise DaemonError(f"the daemon was not ready within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once; its program stays attached and forwarding."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def restart(self, kill: bool = False) -> dict[str, Any]:
+        """Stop (or SIGKILL) and start again; returns the new /readyz body."""
+        self.kill() if kill else self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the process; remove the pinned maps and the state directory."""
+        try:
+            self.stop()
+        finally:
+            self.client.close()
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+            shutil.rmtree(self.state_dir, ignore_errors=True)

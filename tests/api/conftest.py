@@ -1,0 +1,80 @@
+"""Fixtures of the API tests: a real `lb run` daemon (uvicorn on 127.0.0.1) on a veth lab.
+
+Needs root. Costs, once per session: the lab (about 2 s) and the daemon's start (compile and
+load, 3-5 s). Every test starts from an empty desired state (`api` fixture: PUT /config with no
+VIPs) and clean counters are not needed: tests compare counters before and after.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pyroute2 import netns as pyroute2_netns
+
+from lb.lab import VethLab, remove_leftovers
+from lb.labdaemon import LabDaemon, remove_leftover_pins
+
+# Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
+LAB_PREFIX = "lba"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("API tests need root (bpf(), network namespaces)")
+
+
+@pytest.fixture(scope="session")
+def api_lab() -> Iterator[VethLab]:
+    """Session: client, router, balancer and 3 backends (HTTP servers on the first VIPs).
+
+    Cleanup: namespaces deleted, then checked gone.
+    """
+    remove_leftovers(LAB_PREFIX)
+    remove_leftover_pins()
+    with VethLab(n_backends=3, rx_queues=2, prefix=LAB_PREFIX) as the_lab:
+        names = the_lab.namespaces
+        the_lab.start_http_servers([*the_lab.vips_v4()[:2], *the_lab.vips_v6()[:1]])
+        yield the_lab
+    left = set(names) & set(pyroute2_netns.listnetns())
+    assert not left, f"lab namespaces left behind: {sorted(left)}"
+
+
+@pytest.fixture(scope="session")
+def daemon(api_lab: VethLab) -> Iterator[LabDaemon]:
+    """Session: `lb run` on the lab's balancer veth, API on a free 127.0.0.1 port.
+
+    Cleanup: SIGTERM, pinned maps and state directory removed; checked gone.
+    """
+    with LabDaemon(api_lab) as d:
+        pin_dir, state_dir = d.pin_dir, d.state_dir
+        yield d
+    assert not pin_dir.exists(), f"pinned maps left behind: {pin_dir}"
+    assert not state_dir.exists()
+
+
+@pytest.fixture
+def api(daemon: LabDaemon) -> Iterator[httpx.Client]:
+    """Per test: an HTTP client to the daemon, whose desired state is emptied before and after.
+
+    A test that restarts or kills the daemon leaves it running again (LabDaemon.restart).
+    """
+    if daemon.process is None or daemon.process.poll() is not None:
+        daemon.start()
+    r = daemon.client.put("/config", json={"vips": []})
+    assert r.status_code == 200, r.text
+    yield daemon.client
+    if daemon.process is None or daemon.process.poll() is not None:
+        daemon.start()
+    daemon.client.put("/config", json={"vips": []})
