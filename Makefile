@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench bench-control lint clean
 
 install:
 	@bash scripts/install.sh
@@ -15,6 +15,9 @@ demo: install
 
 bench: install
 	$(PY) -m bench.dataplane
+
+bench-control: install
+	$(PY) -m bench.controlplane
 
 lint: install
 	$(PY) -m ruff check lb api bench tests

@@ -13,6 +13,23 @@ examples:
   lb run --interface eth0                       daemon: attach to eth0, API on 127.0.0.1:8470
   lb run --config /etc/lb/lb.toml               settings from a file (flags and LB_* override)
   lb detach --interface eth0 --unpin            remove the program and its pinned maps
+  lb doctor --interface eth0                    check the host for what breaks XDP silently
+  lb status                                     is the daemon ready (attached, maps answer)
+  lb vip add 10.100.0.1 80 --protocol tcp       create a VIP; prints its id
+  lb backend add 1 10.1.0.2 --weight 2          add a backend to VIP 1
+  lb backend weight 1 10.1.0.2 5                change its weight
+  lb vip list --json                            the API's JSON instead of a table
+  lb stats 1                                    VIP 1's packets per backend, with shares
+  lb config export lb.json                      the whole desired state, as JSON
+  lb config import lb.json                      make the desired state exactly lb.json
+
+API commands take --api URL (LB_API, default http://127.0.0.1:8470), --token (LB_API_TOKEN),
+--json; `lb COMMAND --help` has more examples.
+
+exit codes:
+  0  done                     3  cannot reach the API (is `lb run` running? --api, LB_API)
+  1  the API refused (4xx)    4  the API failed (5xx), or the daemon is not ready
+  2  usage error (bad arguments, FILE unreadable or not JSON)
 """
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -45,6 +62,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--pin-dir")
     d.add_argument("--unpin", action="store_true", help="also delete the pinned maps")
 
+    c = sub.add_parser("doctor", help="check this host for what makes an XDP balancer fail "
+                       "(JIT, bpffs, headers, bcc, driver, XDP mode, MTU, offloads)",
+                       description="Exit status 1 if any check fails; warnings do not fail.")
+    c.add_argument("--interface", help="also check this interface (driver, mode, MTU, ...)")
+    c.add_argument("--netns", help="network namespace of the interface")
+    c.add_argument("--json", action="store_true", help="findings as JSON")
+
 
 def _settings(args: argparse.Namespace, names: Sequence[str]):
     from lb.control.settings import load_settings
@@ -65,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lb import client_cli
     client_cli.add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from lb import doctor
+        return doctor.main(args.interface, args.netns, args.json)
     if args.command in ("run", "detach"):
         try:
             settings = _settings(args, _RUN_FLAGS if args.command == "run"

@@ -1,13 +1,549 @@
-"""The `lb` subcommands that talk to a running daemon's REST API (placeholder)."""
+"""The `lb` commands that talk to a running daemon's REST API: VIPs, backends, stats, config.
+
+Thin on purpose: a command is one request (two where a table needs a VIP's description), the
+API validates, and its messages are printed as they come. Output is plain aligned text for a
+person, or with `--json` the API's JSON body, unchanged, for a script. Results go to stdout,
+errors to stderr.
+
+Exit codes (scripts can rely on them):
+
+    code  constant          meaning
+    0     EXIT_OK           done
+    1     EXIT_REFUSED      the API refused the request (4xx): its message is printed; for 422
+                            one `field: message` line per field at fault
+    2     EXIT_USAGE        bad arguments (argparse), or FILE cannot be read/written or is not JSON
+    3     EXIT_UNREACHABLE  no answer from the API (connection refused, timeout)
+    4     EXIT_SERVER       the API failed (5xx), or `lb status`: the daemon is not ready
+
+Errors met while talking to the API, each mapped to one exit code in `dispatch`:
+
+    CliError                      what the user gave cannot be used       -> EXIT_USAGE
+    ApiError
+    ├── Unreachable               no HTTP answer                          -> EXIT_UNREACHABLE
+    └── ApiStatus                 an HTTP answer with an error status
+        ├── Refused               4xx                                     -> EXIT_REFUSED
+        └── Failed                5xx                                     -> EXIT_SERVER
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lb.table import table
+from lb.xdp.consts import VipFlag
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_SERVER = 4
+
+DEFAULT_API = "http://127.0.0.1:8470"
+# Seconds to wait for an answer (a whole-config import writes every ring it changes).
+DEFAULT_TIMEOUT = 30.0
+# Flag names as the API spells them (lower-case VipFlag names), for --help only.
+FLAG_NAMES = [f.name.lower() for f in VipFlag]
+
+EXIT_CODES = """\
+exit codes:
+  0  done                     3  cannot reach the API (is `lb run` running? --api, LB_API)
+  1  the API refused (4xx)    4  the API failed (5xx), or the daemon is not ready
+  2  usage error (bad arguments, FILE unreadable or not JSON)
+"""
+
+
+# --- talking to the API --------------------------------------------------------------------
+class CliError(Exception):
+    """Something the user gave (a file, say) cannot be used; nothing was sent."""
+
+
+class ApiError(Exception):
+    """Talking to the API did not give the answer asked for."""
+
+
+class Unreachable(ApiError):
+    """No HTTP answer: nothing listens at the URL, or it did not answer in time."""
+
+    def __init__(self, url: str, timeout: float, cause: httpx.TransportError) -> None:
+        reason = (f"no answer within {timeout:g} s" if isinstance(cause, httpx.TimeoutException)
+                  else str(cause) or type(cause).__name__)
+        super().__init__(f"cannot reach the API at {url}: {reason}")
+
+
+class ApiStatus(ApiError):
+    """An HTTP answer with an error status; `messages` are the API's, one per line."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.reason = response.reason_phrase
+        self.messages = error_messages(response)
+        super().__init__(f"{self.status} {self.reason}: " + "; ".join(self.messages))
+
+
+class Refused(ApiStatus):
+    """4xx: the request was wrong (or not allowed); the API says which field."""
+
+
+class Failed(ApiStatus):
+    """5xx: the API could not do what it was asked."""
+
+
+def error_messages(response: httpx.Response) -> list[str]:
+    """The API's error as lines: its `detail` string, or one `field: message` per 422 error."""
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return [response.text.strip() or response.reason_phrase]
+    if isinstance(detail, list):
+        return [_field_message(e) for e in detail]
+    return [str(detail)]
+
+
+def _field_message(error: dict[str, Any]) -> str:
+    """One FastAPI validation error as `vips[0].backends[1].address: message`."""
+    loc = list(error.get("loc", []))
+    if len(loc) > 1 and loc[0] in ("body", "path", "query"):
+        loc = loc[1:]
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
+    message = str(error.get("msg", error)).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+class ApiClient:
+    """HTTP to one daemon's API. `call` returns the decoded JSON body (None when empty) or
+    raises an ApiError; the token, when given, goes with every request."""
+
+    def __init__(self, url: str, token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url, self.timeout = url, timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, body: Any = None,
+             accept: Sequence[int] = ()) -> Any:
+        """`method path` with `body` as JSON; statuses in `accept` count as answers."""
+        try:
+            r = self.http.request(method, path, json=body)
+        except httpx.TransportError as e:
+            raise Unreachable(self.url, self.timeout, e) from None
+        if r.is_error and r.status_code not in accept:
+            raise (Failed if r.status_code >= 500 else Refused)(r)
+        return r.json() if r.content else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _path(*parts: object) -> str:
+    """A URL path from parts, each percent-encoded (an IPv6 address stays one segment)."""
+    return "".join("/" + quote(str(p), safe="") for p in parts)
+
+
+# --- printing ------------------------------------------------------------------------------
+def print_json(body: Any) -> None:
+    print(json.dumps(body, indent=2))
+
+
+def _fields(pairs: Sequence[tuple[str, object]]) -> str:
+    """`name  value` lines with the values aligned."""
+    width = max(len(name) for name, _ in pairs)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in pairs)
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _describe(vip: dict[str, Any]) -> str:
+    return f"{vip['address']} {vip['port']}/{vip['protocol']}"
+
+
+def _flags(flags: Sequence[str], none: str = "none") -> str:
+    return ",".join(flags) if flags else none
+
+
+def _backends_table(backends: Sequence[dict[str, Any]]) -> str:
+    total = sum(b["weight"] for b in backends)
+    return table([(b["address"], b["weight"], _share(b["weight"], total)) for b in backends],
+                 ("backend", "weight", "weight share"), "lrr")
+
+
+def _apply_report(report: dict[str, int]) -> str:
+    return (f"{report['vips_added']} VIPs added, {report['vips_removed']} removed, "
+            f"{report['vips_changed']} changed; {report['ring_slots_written']} ring slots "
+            "written")
+
+
+# --- commands: each takes the client and the arguments, prints, returns an exit code -------
+def cmd_status(api: ApiClient, args: argparse.Namespace) -> int:
+    body = api.call("GET", "/readyz", accept=(503,))
+    ready = bool(body.get("ready"))
+    if args.json:
+        print_json(body)
+    else:
+        startup = body["startup"]
+        where = body.get("interface") or "-"
+        if body.get("netns"):
+            where += f" (netns {body['netns']})"
+        print(_fields([
+            ("ready", "yes" if ready else "NO"),
+            ("api", api.url),
+            ("interface", where),
+            ("xdp mode", body.get("mode") or "-"),
+            ("next hop", body.get("next_hop_mac") or "-"),
+            ("pin dir", body.get("pin_dir") or "-"),
+            ("startup", f"adopted {startup['adopted_vips']} VIPs from pinned maps; "
+                        + _apply_report(startup)),
+        ]))
+        for problem in body.get("problems") or []:
+            print(f"problem: {problem}")
+    return EXIT_OK if ready else EXIT_SERVER
+
+
+def cmd_vip_list(api: ApiClient, args: argparse.Namespace) -> int:
+    vips = api.call("GET", "/vips")
+    if args.json:
+        print_json(vips)
+    elif not vips:
+        print("no VIPs (add one: lb vip add ADDRESS PORT)")
+    else:
+        print(table([(v["id"], v["address"], v["port"], v["protocol"], _flags(v["flags"], "-"),
+                      len(v["backends"])) for v in vips],
+                    ("id", "address", "port", "protocol", "flags", "backends"), "rlrllr"))
+    return EXIT_OK
+
+
+def cmd_vip_add(api: ApiClient, args: argparse.Namespace) -> int:
+    vip = api.call("POST", "/vips", {"address": args.address, "port": args.port,
+                                     "protocol": args.protocol, "flags": args.flag})
+    if args.json:
+        print_json(vip)
+    else:
+        print(f"created VIP {vip['id']}: {_describe(vip)} (flags: {_flags(vip['flags'])})")
+        print(f"next: lb backend add {vip['id']} ADDRESS [--weight N]")
+    return EXIT_OK
+
+
+def cmd_vip_show(api: ApiClient, args: argparse.Namespace) -> int:
+    vip = api.call("GET", _path("vips", args.vip_id))
+    if args.json:
+        print_json(vip)
+        return EXIT_OK
+    print(f"VIP {vip['id']}: {_describe(vip)}")
+    print(f"flags: {_flags(vip['flags'])}")
+    _print_backends(vip)
+    return EXIT_OK
+
+
+def _print_backends(vip: dict[str, Any]) -> None:
+    if vip["backends"]:
+        print(_backends_table(vip["backends"]))
+    else:
+        print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")
+
+
+def cmd_vip_remove(api: ApiClient, args: argparse.Namespace) -> int:
+    api.call("DELETE", _path("vips", args.vip_id))
+    if not args.json:
+        print(f"removed VIP {args.vip_id}")
+    return EXIT_OK
+
+
+def cmd_vip_flags(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.names or args.clear:
+        vip = api.call("PUT", _path("vips", args.vip_id, "flags"), {"flags": args.names})
+    else:
+        vip = api.call("GET", _path("vips", args.vip_id))
+    if args.json:
+        print_json(vip)
+    else:
+        print(f"VIP {vip['id']} flags: {_flags(vip['flags'])}")
+    return EXIT_OK
+
+
+def cmd_backend_list(api: ApiClient, args: argparse.Namespace) -> int:
+    backends = api.call("GET", _path("vips", args.vip_id, "backends"))
+    if args.json:
+        print_json(backends)
+    else:
+        _print_backends({"id": args.vip_id, "backends": backends})
+    return EXIT_OK
+
+
+def cmd_backend_add(api: ApiClient, args: argparse.Namespace) -> int:
+    backend = api.call("POST", _path("vips", args.vip_id, "backends"),
+                       {"address": args.address, "weight": args.weight})
+    if args.json:
+        print_json(backend)
+    else:
+        print(f"added backend {backend['address']} (weight {backend['weight']}) "
+              f"to VIP {args.vip_id}")
+    return EXIT_OK
+
+
+def cmd_backend_weight(api: ApiClient, args: argparse.Namespace) -> int:
+    backend = api.call("PATCH", _path("vips", args.vip_id, "backends", args.address),
+                       {"weight": args.weight})
+    if args.json:
+        print_json(backend)
+    else:
+        print(f"backend {backend['address']} of VIP {args.vip_id}: weight {backend['weight']}")
+    return EXIT_OK
+
+
+def cmd_backend_remove(api: ApiClient, args: argparse.Namespace) -> int:
+    api.call("DELETE", _path("vips", args.vip_id, "backends", args.address))
+    if not args.json:
+        print(f"removed backend {args.address} from VIP {args.vip_id} "
+              "(its established flows keep reaching it)")
+    return EXIT_OK
+
+
+def cmd_stats(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.vip_id is not None:
+        return _vip_stats(api, args)
+    stats = api.call("GET", "/stats")
+    if args.json:
+        print_json(stats)
+        return EXIT_OK
+    totals, ct = stats["totals"], stats["conn_table"]
+    print("packets by verdict")
+    print(table([(name, _count(n)) for name, n in totals.items()], ("verdict", "packets"), "lr"))
+    print("\nconnection table")
+    rows = [(name, _count(n)) for name, n in ct.items()]
+    rows.append(("hit ratio", _share(ct.get("hit", 0), ct.get("hit", 0) + ct.get("miss", 0))))
+    print(table(rows, ("lookup", "packets"), "lr"))
+    for group, title in (("pass_reasons", "passed to the kernel"), ("drop_reasons", "dropped")):
+        nonzero = [(name, _count(n)) for name, n in stats[group].items() if n]
+        print(f"\n{title}, by reason")
+        print(table(nonzero, ("reason", "packets"), "lr") if nonzero else "  none")
+    return EXIT_OK
+
+
+def _vip_stats(api: ApiClient, args: argparse.Namespace) -> int:
+    stats = api.call("GET", _path("vips", args.vip_id, "stats"))
+    if args.json:
+        print_json(stats)
+        return EXIT_OK
+    vip = api.call("GET", _path("vips", args.vip_id))
+    print(f"VIP {vip['id']}: {_describe(vip)}: {_count(stats['packets'])} packets, "
+          f"{_count(stats['bytes'])} bytes")
+    backends = stats["backends"]
+    if not backends:
+        print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")
+        return EXIT_OK
+    sent = sum(b["packets"] for b in backends)
+    print(table([(b["address"], b["weight"], _share(b["ring_slots"], stats["ring_size"]),
+                  _count(b["packets"]), _count(b["bytes"]), _share(b["packets"], sent))
+                 for b in backends],
+                ("backend", "weight", "ring share", "packets", "bytes", "packet share"),
+                "lrrrrr"))
+    print("(a backend's packets and bytes count every VIP it serves)")
+    return EXIT_OK
+
+
+def _read_document(name: str) -> Any:
+    try:
+        text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()
+    except OSError as e:
+        raise CliError(f"cannot read {name}: {e.strerror or e}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CliError(f"{name} is not JSON: {e}") from None
+
+
+def cmd_config_export(api: ApiClient, args: argparse.Namespace) -> int:
+    document = api.call("GET", "/config")
+    text = json.dumps(document, indent=2) + "\n"
+    if args.file in (None, "-"):
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        with open(args.file, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise CliError(f"cannot write {args.file}: {e.strerror or e}") from None
+    if not args.json:
+        vips = document["vips"]
+        print(f"exported {len(vips)} VIPs with {sum(len(v['backends']) for v in vips)} "
+              f"backends to {args.file}")
+    return EXIT_OK
+
+
+def cmd_config_import(api: ApiClient, args: argparse.Namespace) -> int:
+    document = _read_document(args.file)
+    report = api.call("PUT", "/config", document)
+    if args.json:
+        print_json(report)
+    elif not any(report.values()):
+        print(f"no change: the daemon already holds the configuration in {args.file}")
+    else:
+        print(f"imported {args.file}: {_apply_report(report)}")
+    return EXIT_OK
+
+
+# --- the parsers ---------------------------------------------------------------------------
+def _api_url(value: str) -> str:
+    url = httpx.URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL, "
+                                         f"e.g. {DEFAULT_API}")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """--api, --token, --json, --timeout: on every command that talks to the API."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("API options")
+    g.add_argument("--api", metavar="URL", type=_api_url,
+                   default=os.environ.get("LB_API", DEFAULT_API),
+                   help=f"the daemon's API (LB_API; default {DEFAULT_API})")
+    g.add_argument("--token", default=os.environ.get("LB_API_TOKEN"),
+                   help="bearer token for changes (LB_API_TOKEN)")
+    g.add_argument("--json", action="store_true",
+                   help="print the API's JSON instead of text (nothing for a removal)")
+    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"wait this long for an answer (default {DEFAULT_TIMEOUT:g})")
+    return p
+
+
+Handler = Callable[[ApiClient, argparse.Namespace], int]
+
+
+def _leaf(sub: argparse._SubParsersAction, name: str, handler: Handler, help: str,
+          examples: str, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, parents=[common],
+                       epilog=f"examples:\n{examples}\n{EXIT_CODES}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _group(sub: argparse._SubParsersAction, name: str, help: str,
+           examples: str) -> argparse._SubParsersAction:
+    p = sub.add_parser(name, help=help, description=help,
+                       epilog=f"examples:\n{examples}\n{EXIT_CODES}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    return None
+    """Add status, vip, backend, stats and config to the `lb` parser's subcommands."""
+    common = _common_options()
+
+    _leaf(sub, "status", cmd_status, "is the daemon ready: attached, maps answering",
+          "  lb status\n  lb status --api http://10.0.0.5:8470 --json\n", common)
+
+    vip_examples = ("  lb vip add 10.100.0.1 80\n"
+                    "  lb vip add 2001:db8::1 53 --protocol udp --flag hash_no_src_port\n"
+                    "  lb vip list --json\n  lb vip show 1\n"
+                    "  lb vip flags 1 no_conn_table\n  lb vip remove 1\n")
+    vip = _group(sub, "vip", "list, add, show, remove VIPs and set their flags", vip_examples)
+    _leaf(vip, "list", cmd_vip_list, "list the VIPs", "  lb vip list\n", common)
+    p = _leaf(vip, "add", cmd_vip_add, "create a VIP (address, port, protocol)",
+              "  lb vip add 10.100.0.1 80\n  lb vip add 10.100.0.1 0 --protocol udp\n", common)
+    p.add_argument("address", metavar="ADDRESS", help="IPv4 or IPv6 address")
+    p.add_argument("port", metavar="PORT", type=int, help="0..65535; 0 = every port")
+    p.add_argument("--protocol", default="tcp", help="tcp (default) or udp")
+    p.add_argument("--flag", action="append", default=[], metavar="NAME",
+                   help=f"a flag, repeatable: {', '.join(FLAG_NAMES)}")
+    p = _leaf(vip, "show", cmd_vip_show, "one VIP with its backends", "  lb vip show 1\n",
+              common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p = _leaf(vip, "remove", cmd_vip_remove, "delete a VIP and its backends",
+              "  lb vip remove 1\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p = _leaf(vip, "flags", cmd_vip_flags, "show a VIP's flags, or replace them",
+              "  lb vip flags 1                   show\n"
+              "  lb vip flags 1 hash_no_src_port  set exactly these\n"
+              "  lb vip flags 1 --clear           none\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    flags = p.add_mutually_exclusive_group()
+    flags.add_argument("names", metavar="NAME", nargs="*", default=[],
+                       help=f"the new flags: {', '.join(FLAG_NAMES)}")
+    flags.add_argument("--clear", action="store_true", help="remove every flag")
+
+    backend_examples = ("  lb backend add 1 10.1.0.2 --weight 2\n  lb backend list 1\n"
+                        "  lb backend weight 1 10.1.0.2 5\n  lb backend remove 1 10.1.0.2\n")
+    backend = _group(sub, "backend", "list, add, re-weight and remove a VIP's backends",
+                     backend_examples)
+    p = _leaf(backend, "list", cmd_backend_list, "a VIP's backends and their weights",
+              "  lb backend list 1\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p = _leaf(backend, "add", cmd_backend_add, "add a backend to a VIP",
+              "  lb backend add 1 10.1.0.2\n  lb backend add 1 fd00:1::2 --weight 3\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p.add_argument("address", metavar="ADDRESS", help="the backend's (outer) address")
+    p.add_argument("--weight", type=int, default=1, help="share of new flows (default 1)")
+    p = _leaf(backend, "weight", cmd_backend_weight, "change a backend's weight",
+              "  lb backend weight 1 10.1.0.2 5\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("weight", metavar="WEIGHT", type=int, help="share of new flows")
+    p = _leaf(backend, "remove", cmd_backend_remove,
+              "take a backend out of a VIP (established flows keep reaching it)",
+              "  lb backend remove 1 10.1.0.2\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int)
+    p.add_argument("address", metavar="ADDRESS")
+
+    p = _leaf(sub, "stats", cmd_stats,
+              "counters: all packets by verdict and reason, or one VIP's by backend",
+              "  lb stats            totals, connection table, non-zero pass/drop reasons\n"
+              "  lb stats 1          VIP 1: packets and bytes per backend, with shares\n"
+              "  lb stats --json\n", common)
+    p.add_argument("vip_id", metavar="VIP_ID", type=int, nargs="?")
+
+    config = _group(sub, "config", "export or import the whole desired state as JSON",
+                    "  lb config export lb.json\n  lb config import lb.json\n")
+    p = _leaf(config, "export", cmd_config_export, "write every VIP and backend as JSON",
+              "  lb config export             to stdout\n"
+              "  lb config export lb.json\n", common)
+    p.add_argument("file", metavar="FILE", nargs="?", help="default: stdout")
+    p = _leaf(config, "import", cmd_config_import,
+              "make the desired state exactly FILE (validated whole, applied atomically)",
+              "  lb config import lb.json\n  lb config export | lb config import -\n", common)
+    p.add_argument("file", metavar="FILE", help="JSON as `lb config export` writes; - = stdin")
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    raise SystemExit(f"unknown command {args.command}")
+    """Run the command `args` names; returns its exit code (see the module docstring)."""
+    name = " ".join(filter(None, ("lb", args.command, getattr(args, "action", None))))
+    api = ApiClient(args.api, args.token, args.timeout)
+    try:
+        return args.handler(api, args)
+    except CliError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as e:
+        print(f"{name}: {e}\nhint: is the daemon running (`lb run`)? Point --api (or LB_API) "
+              "at it.", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiStatus as e:
+        verb = "refused" if isinstance(e, Refused) else "failed"
+        if len(e.messages) == 1 and e.status != 422:
+            print(f"{name}: the API {verb} ({e.status} {e.reason}): {e.messages[0]}",
+                  file=sys.stderr)
+        else:
+            print(f"{name}: the API {verb} ({e.status} {e.reason}):", file=sys.stderr)
+            for line in e.messages:
+                print(f"  {line}", file=sys.stderr)
+        if e.status == 401:
+            print("hint: pass --token or set LB_API_TOKEN", file=sys.stderr)
+        return EXIT_REFUSED if isinstance(e, Refused) else EXIT_SERVER
+    finally:
+        api.close()

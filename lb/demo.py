@@ -1,13 +1,15 @@
-"""The demo: a VIP in front of weighted backends in a veth lab, driven by real HTTP requests.
+"""The demo: a VIP before weighted backends in a veth lab, configured over REST, driven by HTTP.
 
-Lifecycle, one printed section each: build the lab (lb.lab), load and attach the balancer,
-configure the VIP and its backends, send requests (each a new TCP connection from the client's
-namespace), take out the backend serving a long-lived connection, show that connection still
-works while new requests avoid that backend, tear everything down. Teardown runs in `finally`,
-so Ctrl-C or a failure leaves no namespace, veth or XDP program behind.
+Lifecycle, one printed section each: build the lab (lb.lab), start the daemon (`lb run`, a real
+process serving the REST API, its data plane attached in the lab's balancer namespace),
+configure the VIP and its backends with REST calls, send requests (each a new TCP connection
+from the client's namespace), take out the backend serving a long-lived connection with a REST
+call, show that connection still works while new requests avoid that backend, tear everything
+down. Teardown runs in `finally`, so Ctrl-C or a failure leaves no namespace, veth, pinned map,
+process or XDP program behind.
 
-Every change of state goes through `Control`, which today calls `lb.control.service.Balancer`
-directly; a REST client with the same methods can replace it without touching the rest.
+Every change of state and every figure goes through the REST API (`Control`); the demo only
+reads the lab itself (who answered, RX queues).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from lb.control.service import Balancer, vip_key
+import httpx
+
 from lb.lab import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, remove_leftovers, settle
+from lb.labdaemon import LabDaemon, remove_leftover_pins
+from lb.table import table
 from lb.xdp import loader
 from lb.xdp.config import Sizes
-from lb.xdp.maps import Dataplane, VipKey
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -56,60 +61,55 @@ class DemoConfig:
 
     def sizes(self) -> Sizes:
         """Map sizes for the demo: a handful of VIPs, a small connection table."""
-        return Sizes(max_vips=8, conn_table_size=16384)
+        return Sizes(max_vips=8, max_backends=64, conn_table_size=16384)
 
 
 class Control:
-    """The demo's control operations, through the balancer service (later: the REST API)."""
+    """The demo's control operations: REST calls to the daemon, each echoed as it is made."""
 
-    def __init__(self, balancer: Balancer) -> None:
-        self.balancer = balancer
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
 
-    def add_vip(self, address: Address, port: int, protocol: str) -> VipKey:
-        key = vip_key(str(address), port, protocol)
-        self.balancer.add_vip(key)
-        return key
+    def call(self, method: str, path: str, body: Any = None, quiet: bool = False) -> Any:
+        if not quiet:
+            print(f"  {method} {path}" + (f" {body}" if body is not None else ""))
+        r = self.client.request(method, path, json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text}")
+        return r.json() if r.content else None
 
-    def add_backend(self, vip: VipKey, address: Address, weight: int) -> None:
-        self.balancer.add_backend(vip, address, weight)
+    def add_vip(self, address: Address, port: int, protocol: str) -> int:
+        vip = self.call("POST", "/vips", {"address": str(address), "port": port,
+                                          "protocol": protocol})
+        return vip["id"]
 
-    def remove_backend(self, vip: VipKey, address: Address) -> None:
-        self.balancer.remove_backend(vip, address)
+    def add_backend(self, vip: int, address: Address, weight: int) -> None:
+        self.call("POST", f"/vips/{vip}/backends", {"address": str(address), "weight": weight})
 
-    def ring_share(self, vip: VipKey) -> dict[Address, float]:
-        """Fraction of the VIP's ring slots each of its backends holds."""
-        slots = Counter(self.balancer.dp.read_ring(self.balancer.vips[vip].num))
-        total = sum(slots.values())
-        return {a: slots[self.balancer.backend_index(a)] / total
-                for a in self.balancer.vips[vip].backends}
+    def remove_backend(self, vip: int, address: Address) -> None:
+        self.call("DELETE", f"/vips/{vip}/backends/{address}")
 
-    def backend_packets(self, address: Address) -> int:
-        """Packets the data plane has sent to a backend."""
-        return self.balancer.dp.backend_stats(self.balancer.backend_index(address))[0]
+    def vip_stats(self, vip: int) -> dict[str, Any]:
+        return self.call("GET", f"/vips/{vip}/stats", quiet=True)
 
-    def vip_packets(self, vip: VipKey) -> int:
-        return self.balancer.dp.vip_stats(self.balancer.vips[vip].num)[0]
+    def ring_share(self, vip: int) -> dict[str, float]:
+        """Fraction of the VIP's ring slots each of its backends holds, by address."""
+        stats = self.vip_stats(vip)
+        return {b["address"]: b["ring_slots"] / stats["ring_size"] for b in stats["backends"]}
 
-    def counters(self) -> dict[str, int]:
-        return self.balancer.dp.counters()
+    def backend_packets(self, vip: int) -> dict[str, int]:
+        """Packets the data plane has sent to each backend of the VIP, by address."""
+        return {b["address"]: b["packets"] for b in self.vip_stats(vip)["backends"]}
+
+    def vip_packets(self, vip: int) -> int:
+        return self.vip_stats(vip)["packets"]
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return self.call("GET", "/stats", quiet=True)
 
 
 def heading(number: int, title: str) -> None:
     print(f"\n== {number}. {title} " + "=" * max(0, 72 - len(title)), flush=True)
-
-
-def table(rows: Sequence[Sequence[object]], header: Sequence[str], align: str) -> str:
-    """Rows as columns under `header`; `align` has one letter per column, l(eft) or r(ight)."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(cells):
-        parts = [c.rjust(w) if a == "r" else c.ljust(w)
-                 for c, w, a in zip(row, widths, align, strict=True)]
-        lines.append("  " + "  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def send_requests(lab: VethLab, vip: Address, port: int, n: int) -> Counter[str]:
@@ -123,18 +123,22 @@ def send_requests(lab: VethLab, vip: Address, port: int, n: int) -> Counter[str]
     return served
 
 
-def request_round(lab, control, key, vip, cfg, weights, addresses) -> Counter[str]:
+def request_round(lab: VethLab, control: Control, vip_id: int, vip: Address, cfg: DemoConfig,
+                  weights: dict[str, int], addresses: dict[str, Address]) -> Counter[str]:
     """Send cfg.requests new-connection HTTP requests to the VIP, print who served them,
     and return the responses per backend name."""
-    before = {n: control.backend_packets(a) for n, a in addresses.items()}
+    before = control.backend_packets(vip_id)
     t = time.monotonic()
     served = send_requests(lab, vip, cfg.port, cfg.requests)
-    settle(lambda: control.vip_packets(key), quiet=0.1)
-    print_round(lab, control, served, before, weights, addresses, time.monotonic() - t)
+    elapsed = time.monotonic() - t
+    settle(lambda: control.vip_packets(vip_id), quiet=0.1)
+    after = control.backend_packets(vip_id)
+    sent = {a: after.get(a, 0) - before.get(a, 0) for a in after}
+    print_round(lab, served, sent, weights, addresses, elapsed)
     return served
 
 
-def print_round(lab: VethLab, control: Control, served: Counter[str], before: dict[str, int],
+def print_round(lab: VethLab, served: Counter[str], sent: dict[str, int],
                 weights: dict[str, int], addresses: dict[str, Address], elapsed: float) -> None:
     """Responses per backend (from the HTTP bodies) next to the data plane's packet counts."""
     total_weight = sum(weights.values())
@@ -146,24 +150,27 @@ def print_round(lab: VethLab, control: Control, served: Counter[str], before: di
         rows.append((name, str(addresses[name]), weights[name] if in_ring else "-",
                      f"{weights[name] / total_weight:.1%}" if in_ring else "-",
                      served[name], f"{served[name] / answered:.1%}",
-                     control.backend_packets(addresses[name]) - before[name]))
+                     sent.get(str(addresses[name]), "-")))
     print(table(rows, ("backend", "address", "weight", "expected", "responses", "share",
                        "packets"), "llrrrrr"))
     errors = {k: v for k, v in served.items() if k.startswith("error")}
     if errors:
         print(f"  failed requests: {errors}")
-    print(f"  {sum(served.values())} requests in {elapsed:.2f} s. 'packets': what the balancer "
-          "sent to each backend;\n  client -> VIP only (SYN, request, ACKs, FIN): the replies "
-          "go backend -> router -> client.")
+    print(f"  {sum(served.values())} requests in {elapsed:.2f} s. 'packets' (GET /vips/{{id}}/"
+          "stats): what the balancer sent to each backend;\n  client -> VIP only (SYN, "
+          "request, ACKs, FIN): the replies go backend -> router -> client.")
 
 
 def print_counters(lab: VethLab, control: Control) -> None:
-    """The data plane's global counters that tell the story (lb_consts.h CNT_*), and how the
-    packets spread over the balancer veth's RX queues."""
+    """The data plane's global counters that tell the story (GET /stats), and how the packets
+    spread over the balancer veth's RX queues."""
     c = control.counters()
-    keys = ("tx", "ct_miss", "ct_hit", "pass", "drop", "drop_no_backend", "drop_too_big")
-    print("  data-plane counters since start:")
-    print(table([[c[k] for k in keys]], keys, "r" * len(keys)))
+    row = {"tx": c["totals"]["tx"], "ct_miss": c["conn_table"]["miss"],
+           "ct_hit": c["conn_table"]["hit"], "pass": c["totals"]["pass"],
+           "drop": c["totals"]["drop"], "drop_no_backend": c["drop_reasons"]["no_backend"],
+           "drop_too_big": c["drop_reasons"]["too_big"]}
+    print("  data-plane counters since start (GET /stats):")
+    print(table([list(row.values())], list(row), "r" * len(row)))
     queues = lab.balancer_rx_queues()
     print("  XDP packets per RX queue of the balancer's veth: "
           + ", ".join(f"queue {q}: {n}" for q, n in sorted(queues.items())))
@@ -172,86 +179,85 @@ def print_counters(lab: VethLab, control: Control) -> None:
 def run(cfg: DemoConfig) -> int:
     vip = ipaddress.ip_address(cfg.vip)
     started = time.monotonic()
-    program = dataplane = None
     ok = False
     heading(1, "Building the lab")
-    stale = remove_leftovers(cfg.prefix)
+    stale = remove_leftovers(cfg.prefix) + remove_leftover_pins()
     if stale:
-        print(f"  removed namespaces an earlier, aborted run left behind: {', '.join(stale)}")
+        print(f"  removed what an earlier, aborted run left behind: {', '.join(stale)}")
     with VethLab(n_backends=len(cfg.weights), rx_queues=cfg.rx_queues,
                  prefix=cfg.prefix) as lab:
-        try:
-            print(f"  namespaces: {', '.join(lab.namespaces)}")
-            print(f"  client {lab.client.v4} / {lab.client.v6} -> router -> balancer "
-                  f"{lab.balancer.v4} ({cfg.rx_queues} RX queues) -> router -> backends")
-            for b in lab.backends:
-                print(f"  {b.name}: {b.v4} / {b.v6}, VIPs on lo, xdp_decap on {b.ifname}")
+        print(f"  namespaces: {', '.join(lab.namespaces)}")
+        print(f"  client {lab.client.v4} / {lab.client.v6} -> router -> balancer "
+              f"{lab.balancer.v4} ({cfg.rx_queues} RX queues) -> router -> backends")
+        for b in lab.backends:
+            print(f"  {b.name}: {b.v4} / {b.v6}, VIPs on lo, xdp_decap on {b.ifname}")
 
-            heading(2, "Loading the balancer")
-            t = time.monotonic()
-            program = loader.load(cfg.sizes())
-            mode = lab.attach_balancer(program.fd)
-            dataplane = Dataplane(program)
-            dataplane.write_config(lab.runtime_config())
-            print(f"  compiled and loaded in {time.monotonic() - t:.1f} s, attached to "
-                  f"{lab.balancer.netns}/{lab.balancer.ifname} in {mode} mode")
-            print(f"  one-arm: XDP_TX to the router's MAC {lab.balancer.router_mac}")
-
-            heading(3, f"Configuring VIP {vip}:{cfg.port}/tcp")
-            control = Control(Balancer(dataplane))
-            key = control.add_vip(vip, cfg.port, "tcp")
-            addresses = {b.name: (b.v4 if vip.version == 4 else b.v6) for b in lab.backends}
-            weights = {b.name: w for b, w in zip(lab.backends, cfg.weights, strict=True)}
-            for name, weight in weights.items():
-                control.add_backend(key, addresses[name], weight)
-            share = control.ring_share(key)
-            print(table([(n, str(addresses[n]), weights[n], f"{share[addresses[n]]:.1%}")
-                         for n in weights], ("backend", "address", "weight", "ring share"),
-                        "llrr"))
-            lab.start_http_servers([vip], cfg.port)
-
-            heading(4, f"{cfg.requests} requests, each a new TCP connection")
-            request_round(lab, control, key, vip, cfg, weights, addresses)
-            print_counters(lab, control)
-
-            heading(5, "Removing the backend that serves a long-lived connection")
-            conn = lab.http_connection(vip, cfg.port)
-            try:
-                conn.request("GET", "/")
-                victim = conn.getresponse().read().decode().strip()
-                print(f"  connection opened from port {conn.sock.getsockname()[1]}, "
-                      f"served by {victim}")
-                control.remove_backend(key, addresses[victim])
-                del weights[victim]
-                share = control.ring_share(key)
-                print(f"  removed {victim} ({addresses[victim]}) from the ring; ring share now: "
-                      + ", ".join(f"{n} {share[addresses[n]]:.1%}" for n in weights))
-
-                heading(6, f"{cfg.requests} new requests, and the open connection")
-                served = request_round(lab, control, key, vip, cfg, weights, addresses)
-                answers = []
-                for _ in range(3):
-                    conn.request("GET", "/")
-                    answers.append(conn.getresponse().read().decode().strip())
-                print(f"  the connection opened before the removal: 3 more requests on it -> "
-                      f"{', '.join(answers)}")
-                ok = answers == [victim] * 3 and served[victim] == 0
-                print("  established flow kept its backend, new flows avoided it: "
-                      + ("yes" if ok else "NO"))
-            finally:
-                conn.close()
-            print_counters(lab, control)
-        finally:
+        heading(2, "Starting the daemon")
+        t = time.monotonic()
+        sizes = cfg.sizes()
+        with LabDaemon(lab, max_vips=sizes.max_vips, max_backends=sizes.max_backends,
+                       conn_table_size=sizes.conn_table_size) as daemon:
+            print(f"  $ lb {' '.join(daemon.args[3:])}")
+            ready = daemon.client.get("/readyz").json()
+            print(f"  ready in {time.monotonic() - t:.1f} s (compile, load, attach): API on "
+                  f"{daemon.url}, attached to {ready['netns']}/{ready['interface']} in "
+                  f"{ready['mode']} mode")
+            print(f"  one-arm: XDP_TX to the next hop {ready['next_hop_mac']} (the default "
+                  f"gateway's MAC, resolved by the daemon); maps pinned in {ready['pin_dir']}")
+            ok = demo_rounds(lab, Control(daemon.client), vip, cfg)
             heading(7, "Tearing down")
-            if dataplane is not None:
-                dataplane.close()
-            if program is not None:
-                program.close()
     left = lab.remaining_namespaces()
-    print("  servers stopped, XDP detached, namespaces deleted "
+    print("  daemon stopped, pinned maps removed, servers stopped, namespaces deleted "
           f"({f'LEFT: {left}' if left else 'none left'}); "
           f"total {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
+
+
+def demo_rounds(lab: VethLab, control: Control, vip: Address, cfg: DemoConfig) -> bool:
+    """Sections 3 to 6: configure, send, remove a backend, send again; True if the
+    established connection kept its backend while new ones avoided it."""
+    heading(3, f"Configuring VIP {vip}:{cfg.port}/tcp through the REST API")
+    vip_id = control.add_vip(vip, cfg.port, "tcp")
+    addresses = {b.name: (b.v4 if vip.version == 4 else b.v6) for b in lab.backends}
+    weights = {b.name: w for b, w in zip(lab.backends, cfg.weights, strict=True)}
+    for name, weight in weights.items():
+        control.add_backend(vip_id, addresses[name], weight)
+    share = control.ring_share(vip_id)
+    print(table([(n, str(addresses[n]), weights[n], f"{share[str(addresses[n])]:.1%}")
+                 for n in weights], ("backend", "address", "weight", "ring share"), "llrr"))
+    lab.start_http_servers([vip], cfg.port)
+
+    heading(4, f"{cfg.requests} requests, each a new TCP connection")
+    request_round(lab, control, vip_id, vip, cfg, weights, addresses)
+    print_counters(lab, control)
+
+    heading(5, "Removing the backend that serves a long-lived connection")
+    conn = lab.http_connection(vip, cfg.port)
+    try:
+        conn.request("GET", "/")
+        victim = conn.getresponse().read().decode().strip()
+        print(f"  connection opened from port {conn.sock.getsockname()[1]}, served by {victim}")
+        control.remove_backend(vip_id, addresses[victim])
+        del weights[victim]
+        share = control.ring_share(vip_id)
+        print(f"  removed {victim} ({addresses[victim]}) from the ring; ring share now: "
+              + ", ".join(f"{n} {share[str(addresses[n])]:.1%}" for n in weights))
+
+        heading(6, f"{cfg.requests} new requests, and the open connection")
+        served = request_round(lab, control, vip_id, vip, cfg, weights, addresses)
+        answers = []
+        for _ in range(3):
+            conn.request("GET", "/")
+            answers.append(conn.getresponse().read().decode().strip())
+        print(f"  the connection opened before the removal: 3 more requests on it -> "
+              f"{', '.join(answers)}")
+        ok = answers == [victim] * 3 and served[victim] == 0
+        print("  established flow kept its backend, new flows avoided it: "
+              + ("yes" if ok else "NO"))
+    finally:
+        conn.close()
+    print_counters(lab, control)
+    return ok
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DemoConfig, bool]:

@@ -7,7 +7,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc linux-headers-amd64 iproute2 ethtool bpftool netsniff-ng)
+APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc linux-headers-amd64 iproute2 ethtool bpftool netsniff-ng shellcheck ruby)
 
 log() { printf 'install: %s\n' "$*"; }
 
@@ -43,7 +43,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/lb/control/*.c | sha256sum | cut -c1-16)"
 if [[ ! -e "$stamp" ]]; then
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[dev]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
     log "python dependencies installed"

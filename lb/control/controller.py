@@ -10,6 +10,7 @@ state (or the new one, if the commit happened) and the next start reconciles the
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Iterable
 
@@ -47,7 +48,7 @@ class Controller:
         self.balancer = balancer
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
-        self._next_position = 1 + sum(len(v.backends) for v in self.vips.values())
+        self._next_position = store.next_position()
 
     def reconcile(self) -> ApplyReport:
         """Make the kernel hold the committed state (at start: after adopting pinned maps)."""
@@ -186,13 +187,20 @@ class Controller:
     # --- internals ------------------------------------------------------------------
     def _write_backends(self, tx: Transaction, vip_id: int, old: list[BackendSpec],
                         new: list[BackendSpec]) -> None:
+        """Rows for a VIP's backends going from `old` to `new`, stored in `new`'s order (what
+        GET /config answered before a restart, it answers after)."""
         before = {b.address: b.weight for b in old}
         after = {b.address for b in new}
+        # Kept rows keep their positions and added ones go last: if that is not `new`'s
+        # order, every row is written again with fresh positions.
+        stored = [*(a for a in before if a in after),
+                  *(b.address for b in new if b.address not in before)]
+        reordered = stored != [b.address for b in new]
         for address in before:
-            if address not in after:
+            if address not in after or reordered:
                 tx.delete_backend(vip_id, address)
         for backend in new:
-            if before.get(backend.address) != backend.weight:
+            if reordered or before.get(backend.address) != backend.weight:
                 tx.put_backend(vip_id, backend, self._next_position)
                 self._next_position += 1
 
@@ -242,13 +250,19 @@ class Controller:
         return groups
 
     def vip_stats(self, vip_id: int) -> dict[str, object]:
-        """Packets and bytes sent for a VIP and to each of its backends."""
+        """Packets and bytes sent for a VIP and to each of its backends (a backend's counters
+        cover every VIP it serves), with each backend's ring slots."""
         with self.lock:
             vip = self.get_vip(vip_id)
             dp = self.balancer.dp
-            packets, nbytes = dp.vip_stats(self.balancer.vips[vip.key].num)
+            num = self.balancer.vips[vip.key].num
+            packets, nbytes = dp.vip_stats(num)
+            slots = collections.Counter(dp.read_ring(num))
             backends = []
             for b in vip.backends:
-                bp, bb = dp.backend_stats(self.balancer.backend_index(b.address))
-                backends.append({"address": str(b.address), "packets": bp, "bytes": bb})
-            return {"id": vip_id, "packets": packets, "bytes": nbytes, "backends": backends}
+                index = self.balancer.backend_index(b.address)
+                bp, bb = dp.backend_stats(index)
+                backends.append({"address": str(b.address), "weight": b.weight,
+                                 "ring_slots": slots[index], "packets": bp, "bytes": bb})
+            return {"id": vip_id, "packets": packets, "bytes": nbytes,
+                    "ring_size": self.balancer.sizes.ring_size, "backends": backends}

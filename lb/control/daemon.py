@@ -14,7 +14,9 @@ Start-up, in this order:
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +121,10 @@ def run(settings: Settings) -> None:
     else:
         log.info("API on %s (loopback only, no token)", where)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler found before it: make that a clean exit (status 0), not a death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    model_validator,
+)
 
 from lb.xdp.consts import VipFlag
 from lb.xdp.maps import PROTOCOLS, VipKey
@@ -29,14 +37,41 @@ Weight = Annotated[int, Field(strict=True, ge=1, le=MAX_WEIGHT,
                               description="share of new flows, relative to the VIP's others")]
 
 
+def _address_as_text(value: object) -> object:
+    # ipaddress would also take 167772161 or b"\n\0\0\1" for 10.0.0.1; a typo should not.
+    if isinstance(value, int | bytes):
+        raise ValueError("an IP address is written as text, e.g. \"10.0.0.1\" or \"2001:db8::1\"")
+    return value
+
+
+def _no_zone(address: Address) -> Address:
+    # The data plane keys addresses by their bytes alone: fe80::1%eth0 and fe80::1%eth1 would
+    # be two VIPs here and one in the kernel.
+    if getattr(address, "scope_id", None):
+        raise ValueError(f"{address}: an address with a zone (%...) is not supported")
+    return address
+
+
+# An IPv4 or IPv6 address, given as text (or an ipaddress object), without a zone.
+IpAddress = Annotated[IPvAnyAddress, BeforeValidator(_address_as_text), AfterValidator(_no_zone)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique_sorted(flags: list[str]) -> list[str]:
+    return sorted(set(flags))
+
+
+# VIP flags by name; a set, so returned deduplicated and sorted.
+Flags = Annotated[list[FlagName], AfterValidator(_unique_sorted)]  # type: ignore[valid-type]
 
 
 class BackendSpec(_Strict):
     """A backend of a VIP: its address (the outer destination) and weight."""
 
-    address: IPvAnyAddress
+    address: IpAddress
     weight: Weight = 1
 
 
@@ -49,22 +84,16 @@ class WeightUpdate(_Strict):
 class FlagsUpdate(_Strict):
     """A VIP's new set of flags."""
 
-    flags: list[FlagName]  # type: ignore[valid-type]
+    flags: Flags
 
 
 class VipSpec(_Strict):
     """A VIP as created: (address, port, protocol) and its flags."""
 
-    address: IPvAnyAddress
+    address: IpAddress
     port: Port
     protocol: Protocol = "tcp"
-    flags: list[FlagName] = Field(default_factory=list,  # type: ignore[valid-type]
-                                  description=f"any of {sorted(VIP_FLAGS)}")
-
-    @field_validator("flags")
-    @classmethod
-    def _unique_sorted(cls, flags: list[str]) -> list[str]:
-        return sorted(set(flags))
+    flags: Flags = Field(default_factory=list, description=f"any of {sorted(VIP_FLAGS)}")
 
     @property
     def key(self) -> VipKey:

@@ -119,8 +119,10 @@ class Balancer:
         self.dp.write_filter(self._vip_addresses(), addresses_before)
         for address in state.backends:
             self._release_backend(address)
-        self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
+        # Free the number first: nothing maps to it any more, and add_vip clears its ring
+        # before reuse, so a failed write here must not lose the number.
         self._free_vip_nums.append(state.num)
+        self.dp.write_ring(state.num, [0] * self.sizes.ring_size)
 
     def set_flags(self, key: VipKey, flags: int) -> None:
         state = self._vip(key)
@@ -205,22 +207,24 @@ class Balancer:
         keys = set(target) | set(self.vips) if scope is None else scope
         added = [k for k in target if k in keys and k not in self.vips]
         removed = [k for k in self.vips if k in keys and k not in target]
-        if len(self.vips) - len(removed) + len(added) > self.sizes.max_vips:
-            raise CapacityError(f"the configuration has {len(target)} VIPs, the data plane "
-                                f"holds {self.sizes.max_vips}")
+        total = len(self.vips) - len(removed) + len(added)
+        if total > self.sizes.max_vips:
+            raise CapacityError(f"this would make {total} VIPs; the data plane holds "
+                                f"{self.sizes.max_vips} (max_vips)")
         wanted = {a for t in target.values() for a in t.backends}
         if scope is None and len(wanted) > self.sizes.max_backends - 1:
-            raise CapacityError(f"the configuration has {len(wanted)} distinct backends, the "
-                                f"data plane holds {self.sizes.max_backends - 1}")
+            raise CapacityError(f"this would make {len(wanted)} distinct backends; the data "
+                                f"plane holds {self.sizes.max_backends - 1} (max_backends - 1)")
         for key in removed:
             self.remove_vip(key)
             report.vips_removed += 1
         for key in added:
             self.add_vip(key, target[key].flags)
             report.vips_added += 1
-        # Backends leave their rings before others take their slots.
+        # VIPs that free backend slots go before those that need more, so that a target
+        # that fits as a whole also fits one VIP at a time.
         order = sorted((k for k in target if k in keys),
-                       key=lambda k: -len(set(self.vips[k].backends) - set(target[k].backends)))
+                       key=lambda k: self._slot_growth(self.vips[k], target[k].backends))
         for key in order:
             t = target[key]
             state = self.vips[key]
@@ -270,9 +274,18 @@ class Balancer:
         """Slots a new backend can take: free ones and retired ones (recycled)."""
         return len(self._free_backend_slots) + len(self._retired)
 
+    def _freed(self, removed: list[Address]) -> int:
+        """How many of `removed` leave their last VIP (their slots become recyclable)."""
+        return sum(1 for a in removed if self._backend_refs.get(a) == 1)
+
+    def _slot_growth(self, state: VipState, backends: dict[Address, int]) -> int:
+        """Backend slots that making `state` hold `backends` takes (negative: frees)."""
+        added = [a for a in backends if a not in state.backends]
+        removed = [a for a in state.backends if a not in backends]
+        return self._new_backends(added) - self._freed(removed)
+
     def _check_backend_room(self, added: list[Address], removed: list[Address]) -> None:
-        room = self._room() + sum(1 for a in removed if self._backend_refs.get(a) == 1)
-        if self._new_backends(added) > room:
+        if self._new_backends(added) > self._room() + self._freed(removed):
             raise CapacityError(f"all {self.sizes.max_backends - 1} backend slots are in use")
 
     def backend_index(self, address: Address) -> int:

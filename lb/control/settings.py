@@ -70,6 +70,14 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
         return tuple(sources)
 
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty LB_API_TOKEN is no token: "Bearer " would be a password anyone can send.
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("next_hop_mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:

@@ -115,6 +115,12 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    def next_position(self) -> int:
+        """The position after every backend's (positions order a VIP's backends)."""
+        (position,) = self._db.execute(
+            "SELECT COALESCE(MAX(position), 0) + 1 FROM backends").fetchone()
+        return int(position)
+
     def load(self) -> dict[int, Vip]:
         """Every VIP with its backends (in the order they were added), by id."""
         backends: dict[int, list[BackendSpec]] = {}

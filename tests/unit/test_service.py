@@ -6,6 +6,7 @@ import ipaddress
 from collections import Counter
 
 import pytest
+from fakes import RecordingDataplane
 
 from lb.control.service import (
     AlreadyExists,
@@ -16,53 +17,6 @@ from lb.control.service import (
     vip_key,
 )
 from lb.xdp.config import Sizes
-
-
-class RecordingDataplane:
-    """Stands in for lb.xdp.maps.Dataplane: keeps what would be in the maps, in dicts."""
-
-    def __init__(self, sizes: Sizes) -> None:
-        self.sizes = sizes
-        self.vip_entries: dict = {}
-        self.markers: set = set()
-        self.filter_addresses: list = []
-        self.backends: dict[int, object] = {}
-        self.rings: dict[int, list[int]] = {}
-        self.conn: dict[tuple, int] = {}
-
-    def write_ring(self, vip_num, ring):
-        old = self.rings.get(vip_num, [0] * self.sizes.ring_size)
-        self.rings[vip_num] = list(ring)
-        return sum(a != b for a, b in zip(old, ring, strict=True))
-
-    def set_address_marker(self, address):
-        self.markers.add(address)
-
-    def delete_address_marker(self, address):
-        self.markers.discard(address)
-
-    def write_filter(self, addresses, previous=()):
-        self.filter_addresses = list(addresses)
-        return 0
-
-    def set_vip(self, key, num, flags):
-        self.vip_entries[key] = (num, flags)
-
-    def delete_vip(self, key):
-        self.vip_entries.pop(key, None)
-
-    def set_backend(self, index, address):
-        self.backends[index] = address
-
-    def clear_backend(self, index):
-        self.backends.pop(index, None)
-
-    def purge_conn_entries(self, backend):
-        stale = [k for k, v in self.conn.items() if v == backend]
-        for k in stale:
-            del self.conn[k]
-        return len(stale)
-
 
 SIZES = Sizes(max_vips=2, max_backends=4, ring_size=13)
 ip = ipaddress.ip_address

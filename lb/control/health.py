@@ -1,0 +1,300 @@
+"""Health checks: probes (TCP, HTTP, HTTPS, UDP), rise/fall state per backend, run concurrently.
+
+Each (VIP, backend) pair has its own asyncio task on the monitor's event loop (its own thread),
+so a slow or hanging backend only ever delays itself: every probe is bounded by its timeout.
+A backend's state moves from `unknown` to `up` after `rise` consecutive successes and to `down`
+after `fall` consecutive failures (from `unknown` too); each move is reported to a callback,
+which changes the rings. Health is observed state: it is never persisted, and rebuilt from
+`unknown` on every start. Until its first verdict a backend is treated as up (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lb.control.model import Address
+
+log = logging.getLogger("lb.health")
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+Count = Annotated[int, Field(strict=True, ge=1, le=100)]
+
+
+class CheckSpec(BaseModel):
+    """How a VIP's backends are checked (one per VIP; defaults give a TCP connect check)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["tcp", "http", "https", "udp", "none"] = "tcp"
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="port to probe; default: the VIP's port")
+    interval_s: Seconds = 2.0
+    timeout_s: Seconds = 1.0
+    rise: Count = 2
+    fall: Count = 3
+    http_path: str = "/"
+    http_host: str | None = Field(None, description="Host header; default: the backend")
+    http_status: int = Field(200, ge=100, le=599)
+    http_body: str | None = Field(None, description="substring the body must contain")
+    udp_payload: str = Field("", description="datagram sent (UTF-8)")
+    udp_expect: str | None = Field(None, description="substring the reply must contain")
+
+
+class State(enum.StrEnum):
+    """A backend's health as seen by its checks."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass
+class Health:
+    """One backend's check state: the verdict, its counters, the last result."""
+
+    state: State = State.UNKNOWN
+    since: float = field(default_factory=time.time)
+    successes: int = 0
+    failures: int = 0
+    last_ok: bool | None = None
+    last_reason: str = "not checked yet"
+    last_checked: float | None = None
+    transitions: int = 0
+
+    def record(self, ok: bool, reason: str, spec: CheckSpec) -> State | None:
+        """Count one result; returns the new state if it changed."""
+        self.last_ok, self.last_reason, self.last_checked = ok, reason, time.time()
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.state != State.UP and self.successes >= spec.rise:
+                return self._move(State.UP)
+        else:
+            self.failures, self.successes = self.failures + 1, 0
+            if self.state != State.DOWN and self.failures >= spec.fall:
+                return self._move(State.DOWN)
+        return None
+
+    def _move(self, state: State) -> State:
+        self.state, self.since = state, time.time()
+        self.transitions += 1
+        return state
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": str(self.state), "since": self.since,
+                "in_state_s": round(time.time() - self.since, 3),
+                "last_check": None if self.last_ok is None else
+                {"ok": self.last_ok, "reason": self.last_reason, "at": self.last_checked},
+                "transitions": self.transitions}
+
+
+# --- probes -------------------------------------------------------------------------------
+async def _tcp(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
+    _, writer = await asyncio.open_connection(str(address), port)
+    writer.close()
+    await writer.wait_closed()
+    return True, "connected"
+
+
+async def _http(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
+    context = None
+    if spec.type == "https":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(str(address), port, ssl=context)
+    try:
+        host = spec.http_host or (f"[{address}]" if address.version == 6 else str(address))
+        writer.write(f"GET {spec.http_path} HTTP/1.0\r\nHost: {host}\r\n"
+                     "User-Agent: lb-health\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        response = b""
+        while len(response) < 65536:  # to EOF (Connection: close), at most 64 KiB
+            chunk = await reader.read(65536 - len(response))
+            if not chunk:
+                break
+            response += chunk
+    finally:
+        writer.close()
+    status_line = response.split(b"\r\n", 1)[0].decode(errors="replace")
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return False, f"not an HTTP response: {status_line[:60]!r}"
+    if int(parts[1]) != spec.http_status:
+        return False, f"HTTP {parts[1]}, expected {spec.http_status}"
+    if spec.http_body is not None:
+        body = response.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+        if spec.http_body not in body:
+            return False, f"HTTP {parts[1]} without {spec.http_body!r} in the body"
+    return True, f"HTTP {parts[1]}"
+
+
+class _UdpProbe(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def _udp(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
+    loop = asyncio.get_running_loop()
+    transport, probe = await loop.create_datagram_endpoint(
+        _UdpProbe, remote_addr=(str(address), port))
+    try:
+        transport.sendto(spec.udp_payload.encode())
+        data = await probe.reply
+    finally:
+        transport.close()
+    if spec.udp_expect is not None and spec.udp_expect not in data.decode(errors="replace"):
+        return False, f"reply without {spec.udp_expect!r}"
+    return True, f"reply of {len(data)} bytes"
+
+
+_PROBES = {"tcp": _tcp, "http": _http, "https": _http, "udp": _udp}
+
+
+async def probe(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
+    """One check, bounded by spec.timeout_s; (ok, reason)."""
+    try:
+        return await asyncio.wait_for(_PROBES[spec.type](address, port, spec), spec.timeout_s)
+    except TimeoutError:
+        return False, f"timeout after {spec.timeout_s} s"
+    except OSError as e:
+        return False, os.strerror(e.errno) if e.errno else str(e) or e.__class__.__name__
+    except Exception as e:  # noqa: BLE001 (a probe failing is a result, not a crash)
+        return False, f"{e.__class__.__name__}: {e}"
+
+
+# --- the monitor --------------------------------------------------------------------------
+Target = tuple[int, Address]  # (VIP id, backend address)
+OnChange = Callable[[list[Target], State, Health], None]
+
+
+@dataclass(frozen=True)
+class ProbeKey:
+    """What is probed: a backend address and port with one check spec. VIPs that check the
+    same backend the same way share one probe (one backend in 512 VIPs: one probe)."""
+
+    address: Address
+    port: int
+    spec: CheckSpec
+
+
+@dataclass
+class _Job:
+    key: ProbeKey
+    targets: set[Target]
+    health: Health = field(default_factory=Health)
+    task: asyncio.Task[None] | None = None
+    started: list[float] = field(default_factory=list)
+
+
+class Monitor:
+    """Runs every probe on one event loop in a thread of its own; reports state changes to
+    `on_change(targets, state, health)`, called in a worker thread so no probe waits on it."""
+
+    def __init__(self, on_change: OnChange) -> None:
+        self.on_change = on_change
+        self._jobs: dict[ProbeKey, _Job] = {}
+        self._by_target: dict[Target, ProbeKey] = {}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lb-health",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Cancel every probe, wait for them to unwind, stop the loop."""
+        with self._lock:
+            self._jobs.clear()
+            self._by_target.clear()
+
+        async def _cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def health(self, target: Target) -> Health | None:
+        """The health of a (VIP id, backend) pair; None when it is not checked."""
+        with self._lock:
+            key = self._by_target.get(target)
+            return self._jobs[key].health if key else None
+
+    def start_times(self) -> dict[ProbeKey, list[float]]:
+        """The monotonic start times of each probe's last (up to 8) checks."""
+        with self._lock:
+            return {k: list(j.started) for k, j in self._jobs.items()}
+
+    def sync(self, wanted: dict[Target, ProbeKey]) -> None:
+        """Check exactly `wanted` (target -> what to probe): start new probes, stop probes no
+        target needs. A target whose probe changed starts over from unknown."""
+        with self._lock:
+            self._by_target = {t: k for t, k in wanted.items() if k.spec.type != "none"}
+            needed: dict[ProbeKey, set[Target]] = {}
+            for target, key in self._by_target.items():
+                needed.setdefault(key, set()).add(target)
+            for key in list(self._jobs):
+                if key not in needed:
+                    self._stop(key)
+            for key, targets in needed.items():
+                job = self._jobs.get(key)
+                if job is None:
+                    job = self._jobs[key] = _Job(key, targets)
+                    asyncio.run_coroutine_threadsafe(self._run(job), self._loop)
+                job.targets = targets
+
+    def _stop(self, key: ProbeKey) -> None:
+        job = self._jobs.pop(key)
+        if job.task is not None:
+            self._loop.call_soon_threadsafe(job.task.cancel)
+
+    async def _run(self, job: _Job) -> None:
+        job.task = asyncio.current_task()
+        if self._jobs.get(job.key) is not job:  # stopped before it started
+            return
+        key, spec = job.key, job.key.spec
+        # Spread first checks over one interval so 1000 backends do not start in one burst.
+        await asyncio.sleep(spec.interval_s * (hash(key) % 1000) / 1000)
+        next_at = self._loop.time()
+        while True:
+            job.started.append(time.monotonic())
+            del job.started[:-8]
+            ok, reason = await probe(key.address, key.port, spec)
+            with self._lock:
+                if self._jobs.get(key) is not job:
+                    return
+                changed = job.health.record(ok, reason, spec)
+                targets = sorted(job.targets, key=lambda t: t[0])
+            if changed is not None:
+                log.info("health event=%s backend=%s port=%d check=%s vips=%s reason=%r",
+                         changed, key.address, key.port, spec.type,
+                         ",".join(str(t[0]) for t in targets), reason)
+                try:
+                    await self._loop.run_in_executor(None, self.on_change, targets, changed,
+                                                     job.health)
+                except Exception:  # noqa: BLE001 (logged; the checks go on)
+                    log.exception("health: applying %s for %s failed", changed, key.address)
+            next_at += spec.interval_s
+            await asyncio.sleep(max(0.0, next_at - self._loop.time()))

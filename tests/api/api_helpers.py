@@ -1,0 +1,157 @@
+"""Helpers of the API tests: REST shorthands, field names in 422 answers, and the traffic oracle.
+
+The traffic oracle answers "which backend does each flow reach?" twice, independently:
+`route_flows` sends scapy packets from the lab's client and reads which backend's link carried
+each one (watched from the router's side, still encapsulated); `predict` computes the answer
+from the configuration alone, with the pure Maglev builder and the flow-hash mirror, never
+asking the daemon or reading its maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+
+from lb.control.maglev import build_ring
+from lb.lab import VethLab, settle, wait_until
+from lb.xdp.config import Sizes
+from lb.xdp.consts import VipFlag
+from lb.xdp.flowhash import flow_hash
+from lb.xdp.maps import PROTOCOLS
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# The lab daemon keeps the default ring size (LabDaemon overrides only VIPs, backends, table).
+RING_SIZE = Sizes().ring_size
+
+
+# --- REST shorthands ----------------------------------------------------------------------
+def check(response: httpx.Response, status: int) -> Any:
+    """Assert the status (printing the body if not) and return the JSON body, if any."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url.path}: {response.status_code} "
+        f"{response.text}, expected {status}")
+    return response.json() if response.content else None
+
+
+def create_vip(api: httpx.Client, address: Address | str, port: int, protocol: str = "tcp",
+               flags: Iterable[str] = (), backends: dict[Any, int] | None = None) -> int:
+    """POST /vips and POST each backend; returns the VIP's id."""
+    vip = check(api.post("/vips", json={"address": str(address), "port": port,
+                                        "protocol": protocol, "flags": list(flags)}), 201)
+    for backend, weight in (backends or {}).items():
+        check(api.post(f"/vips/{vip['id']}/backends",
+                       json={"address": str(backend), "weight": weight}), 201)
+    return vip["id"]
+
+
+def vip_doc(address: Address | str, port: int, protocol: str = "tcp",
+            backends: dict[Any, int] | None = None, flags: Iterable[str] = ()) -> dict[str, Any]:
+    """One entry of a /config document."""
+    return {"address": str(address), "port": port, "protocol": protocol,
+            "flags": sorted(flags),
+            "backends": [{"address": str(a), "weight": w} for a, w in (backends or {}).items()]}
+
+
+def error_fields(response: httpx.Response) -> str:
+    """Every field a 422 answer names, as one string: the `loc` paths of a validation error
+    (e.g. "body.vips.0.backends.1.weight"), or the controller's "field: message" detail."""
+    detail = response.json()["detail"]
+    if isinstance(detail, str):
+        return detail
+    return " ".join(".".join(str(p) for p in e["loc"]) + " " + e.get("msg", "") for e in detail)
+
+
+# --- the traffic oracle -------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _ring(members: tuple[tuple[str, int], ...]) -> tuple[list[str], Any]:
+    return [key for key, _ in members], build_ring(list(members), RING_SIZE)
+
+
+def predict(backends: dict[Any, int], src: Address, vip: Address, sport: int, dport: int,
+            protocol: str, flags: Iterable[str] = ()) -> str:
+    """The backend address (str) the configuration names for a new flow: Maglev ring of the
+    (address, weight) set, slot = flow hash modulo the ring size."""
+    keys, ring = _ring(tuple(sorted((str(a), w) for a, w in backends.items())))
+    bits = sum(int(VipFlag[f.upper()]) for f in flags)
+    h = flow_hash(src, vip, sport, dport, PROTOCOLS[protocol], bits)
+    return keys[ring[h % RING_SIZE]]
+
+
+def _split(frame: Any) -> tuple[Address, Any] | None:
+    """(outer destination, inner IP packet) of an IP-in-IP frame sent toward a backend."""
+    if getattr(frame, "direction", None) != "out":
+        return None
+    raw = bytes(frame)[14:]
+    if not raw:
+        return None
+    if raw[0] >> 4 == 4 and raw[9] in (4, 41):
+        ihl, total = (raw[0] & 0xF) * 4, int.from_bytes(raw[2:4], "big")
+        outer, inner = ipaddress.ip_address(raw[16:20]), raw[ihl:total]
+    elif raw[0] >> 4 == 6 and raw[6] in (4, 41):
+        length = int.from_bytes(raw[4:6], "big")
+        outer, inner = ipaddress.ip_address(raw[24:40]), raw[40:40 + length]
+    else:
+        return None
+    return outer, (IP(inner) if inner[0] >> 4 == 4 else IPv6(inner))
+
+
+def flow_frames(lab: VethLab, vip: Address, port: int, sports: Iterable[int], protocol: str,
+                tcp_flags: str = "S") -> list[Any]:
+    """One scapy frame per source port from the client to vip:port."""
+    def l4(sport: int) -> Any:
+        if protocol == "udp":
+            return UDP(sport=sport, dport=port)
+        return TCP(sport=sport, dport=port, flags=tcp_flags, seq=1)
+    return [lab.client_frame(vip) / l4(s) / f"flow {s}".encode() for s in sports]
+
+
+def route_flows(lab: VethLab, vip: Address, port: int, sports: Iterable[int],
+                protocol: str = "udp", tcp_flags: str = "S") -> dict[int, str]:
+    """Send one packet per source port from the client to vip:port; returns, for each, the
+    outer destination (str) it reached the backends' links with.
+
+    Asserts what any forwarded packet must satisfy: it crossed exactly one backend's link, its
+    outer destination is that backend's own address, and it arrived once.
+    """
+    sports = list(sports)
+    layer = UDP if protocol == "udp" else TCP
+
+    def ours(frame: Any) -> bool:
+        split = _split(frame)
+        if split is None:
+            return False
+        inner = split[1]
+        return (ipaddress.ip_address(inner.dst) == vip and inner.haslayer(layer)
+                and inner[layer].dport == port)
+
+    with contextlib.ExitStack() as stack:
+        captures = {b: stack.enter_context(lab.capture("router", b.router_ifname, ours))
+                    for b in lab.backends}
+        lab.send_frames(flow_frames(lab, vip, port, sports, protocol, tcp_flags))
+        wait_until(lambda: sum(len(c.frames) for c in captures.values()) >= len(sports),
+                   timeout=5)
+        settle(lambda: sum(len(c.frames) for c in captures.values()), quiet=0.1)
+
+    reached: dict[int, str] = {}
+    for backend, capture in captures.items():
+        for frame in capture.frames:
+            outer, inner = _split(frame)
+            sport = inner[layer].sport
+            assert outer in (backend.v4, backend.v6), (
+                f"flow {sport} crossed {backend.name}'s link addressed to {outer}")
+            assert sport not in reached, f"flow {sport} reached {reached[sport]} and {outer}"
+            client = lab.client.v4 if vip.version == 4 else lab.client.v6
+            assert (ipaddress.ip_address(inner.src), bytes(inner[layer].payload)) == (
+                client, f"flow {sport}".encode()), f"inner packet changed: {inner!r}"
+            reached[sport] = str(outer)
+    missing = sorted(set(sports) - set(reached))
+    assert not missing, f"{len(missing)} of {len(sports)} flows reached no backend: {missing[:10]}"
+    return reached

@@ -1,0 +1,105 @@
+"""A dict-backed stand-in for lb.xdp.maps.Dataplane, for unit tests of the control plane.
+
+It is a fake of the kernel's maps, never of the code under test: the Balancer and the
+Controller run for real on top of it, and tests read back what "the kernel" holds.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lb.xdp.config import Sizes
+from lb.xdp.flowhash import Address
+from lb.xdp.maps import VipKey
+
+
+class RecordingDataplane:
+    """Keeps what would be in the maps, in dicts; reads back like Dataplane."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.sizes = sizes
+        self.vip_entries: dict[VipKey, tuple[int, int]] = {}
+        self.markers: set[Address] = set()
+        self.filter_addresses: list[Address] = []
+        self.backends: dict[int, Address] = {}
+        self.rings: dict[int, list[int]] = {}
+        self.conn: dict[tuple, int] = {}
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything the maps hold, as a deep copy to compare before and after a change.
+        Rings of zeros are left out: in the kernel every ring exists and starts as zeros."""
+        rings = {num: ring for num, ring in self.rings.items() if any(ring)}
+        return copy.deepcopy({"vips": self.vip_entries, "markers": self.markers,
+                              "filter": set(self.filter_addresses), "backends": self.backends,
+                              "rings": rings, "conn": self.conn})
+
+    # --- VIPs -----------------------------------------------------------------------
+    def set_vip(self, key: VipKey, num: int, flags: int) -> None:
+        self.vip_entries[key] = (num, flags)
+
+    def delete_vip(self, key: VipKey) -> None:
+        self.vip_entries.pop(key, None)
+
+    def vips(self) -> dict[VipKey, tuple[int, int]]:
+        return dict(self.vip_entries)
+
+    def set_address_marker(self, address: Address) -> None:
+        self.markers.add(address)
+
+    def delete_address_marker(self, address: Address) -> None:
+        self.markers.discard(address)
+
+    def write_filter(self, addresses, previous=()) -> int:
+        self.filter_addresses = list(addresses)
+        return 0
+
+    # --- backends -------------------------------------------------------------------
+    def set_backend(self, index: int, address: Address) -> None:
+        assert 1 <= index < self.sizes.max_backends, index
+        self.backends[index] = address
+
+    def clear_backend(self, index: int) -> None:
+        self.backends.pop(index, None)
+
+    def backend(self, index: int) -> Address | None:
+        return self.backends.get(index)
+
+    # --- rings ----------------------------------------------------------------------
+    def read_ring(self, num: int) -> list[int]:
+        return list(self.rings.get(num, [0] * self.sizes.ring_size))
+
+    def write_ring(self, num: int, ring) -> int:
+        assert 0 <= num < self.sizes.max_vips, num
+        old = self.read_ring(num)
+        self.rings[num] = list(ring)
+        return sum(a != b for a, b in zip(old, ring, strict=True))
+
+    # --- connection table -----------------------------------------------------------
+    def purge_conn_entries(self, backend: int) -> int:
+        stale = [k for k, v in self.conn.items() if v == backend]
+        for k in stale:
+            del self.conn[k]
+        return len(stale)
+
+
+class FailingDataplane(RecordingDataplane):
+    """A kernel whose ring writes fail on demand: `fail_ring_write(n)` makes the n-th ring
+    write from now raise OSError, once, after writing the first half of the ring (a write
+    that dies midway leaves a mix of old and new slots)."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        super().__init__(sizes)
+        self.ring_writes = 0
+        self._fail_at: int | None = None
+
+    def fail_ring_write(self, n: int = 1) -> None:
+        self._fail_at = self.ring_writes + n
+
+    def write_ring(self, num: int, ring) -> int:
+        self.ring_writes += 1
+        if self.ring_writes == self._fail_at:
+            self._fail_at = None
+            half = len(ring) // 2
+            super().write_ring(num, [*ring[:half], *self.read_ring(num)[half:]])
+            raise OSError(5, f"injected failure writing ring {num}")
+        return super().write_ring(num, ring)
