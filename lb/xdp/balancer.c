@@ -65,29 +65,101 @@ static __always_inline struct backend *usable_backend(__u32 idx)
 	return be;
 }
 
-/* A connection-table entry still good for this flow: backend usable, UDP not idle too long. */
-static __always_inline struct backend *ct_entry_backend(struct ct_entry *e, __u8 proto,
-							 const struct lb_config *cfg,
-							 struct lb_counters *cnt)
+/* A time stamp for UDP entries: coarse ns in units of 2^LB_CT_TIME_SHIFT ns. */
+static __always_inline __u32 ct_now(void)
+{
+	return (__u32)(bpf_ktime_get_coarse_ns() >> LB_CT_TIME_SHIFT);
+}
+
+/* The backend of a way found for this flow, if it is still good: backend slot valid, and
+ * for UDP not idle longer than the timeout (then the way's time is refreshed). */
+static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u8 proto,
+							const struct lb_config *cfg,
+							struct lb_counters *cnt)
 {
 	if (proto == IPPROTO_UDP) {
-		__u64 now = bpf_ktime_get_coarse_ns();
+		__u32 now = ct_now();
 
-		if (now - e->atime_ns > cfg->udp_timeout_ns) {
+		if (now - st->atime > (__u32)(cfg->udp_timeout_ns >> LB_CT_TIME_SHIFT)) {
 			cnt->n[CNT_CT_UDP_EXPIRED]++;
 			return NULL;
 		}
-		e->atime_ns = now;
+		st->atime = now;
 	}
-	return usable_backend(e->backend);
+	return usable_backend(st->backend);
 }
 
-/* Fill the table entry for a fresh decision (UDP entries carry their time). */
-static __always_inline void ct_fill(struct ct_entry *e, __u32 idx, __u8 proto)
+/* Two IPv4 flows are the same (padding is always zero). */
+static __always_inline int flow_eq_v4(const struct flow_v4 *a, const struct flow_v4 *b)
 {
-	e->backend = idx;
-	e->pad0 = 0;
-	e->atime_ns = proto == IPPROTO_UDP ? bpf_ktime_get_coarse_ns() : 0;
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* Two IPv6 flows are the same. */
+static __always_inline int flow_eq_v6(const struct flow_v6 *a, const struct flow_v6 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+}
+
+/* The way of a set (struct ct_set_v6 when `v6`, else ct_set_v4) holding `flow`, or -1. */
+static __always_inline int ct_find(void *set, const void *flow, int v6)
+{
+	if (v6) {
+		struct ct_set_v6 *s = set;
+
+		if (flow_eq_v6(&s->way[0].flow, flow))
+			return 0;
+		return flow_eq_v6(&s->way[1].flow, flow) ? 1 : -1;
+	}
+	struct ct_set_v4 *s = set;
+
+	if (flow_eq_v4(&s->way[0].flow, flow))
+		return 0;
+	return flow_eq_v4(&s->way[1].flow, flow) ? 1 : -1;
+}
+
+/* The state of way `way` (0 or 1) of a set. */
+static __always_inline struct ct_state *ct_way_state(void *set, int way, int v6)
+{
+	if (v6)
+		return &((struct ct_set_v6 *)set)->way[way & 1].state;
+	return &((struct ct_set_v4 *)set)->way[way & 1].state;
+}
+
+/* Where a set records its most recently used way. */
+static __always_inline __u32 *ct_mru(void *set, int v6)
+{
+	return v6 ? &((struct ct_set_v6 *)set)->mru : &((struct ct_set_v4 *)set)->mru;
+}
+
+/* The way a new flow takes: an empty one, else the least recently used. */
+static __always_inline int ct_victim(void *set, int v6)
+{
+	if (!ct_way_state(set, 0, v6)->backend)
+		return 0;
+	if (!ct_way_state(set, 1, v6)->backend)
+		return 1;
+	return !*ct_mru(set, v6);
+}
+
+/* Remember a fresh decision in way `way` of a set (UDP ways carry their time) and make it MRU. */
+static __always_inline void ct_fill(void *set, int way, const void *flow, int v6, __u32 idx,
+				    __u8 proto)
+{
+	struct ct_state *st = ct_way_state(set, way, v6);
+
+	if (v6)
+		((struct ct_set_v6 *)set)->way[way & 1].flow = *(const struct flow_v6 *)flow;
+	else
+		((struct ct_set_v4 *)set)->way[way & 1].flow = *(const struct flow_v4 *)flow;
+	st->backend = idx;
+	st->pad0 = 0;
+	st->atime = proto == IPPROTO_UDP ? ct_now() : 0;
+	*ct_mru(set, v6) = way;
 }
 
 /* Count a packet sent to a VIP's backend. */
@@ -140,45 +212,95 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 
 /* Pick the backend of a flow: connection table, else the ring (then remember it).
  * `flow` is a struct flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at
- * each call site, so the family branches fold away when this is inlined. */
+ * each call site, so the family branches fold away when this is inlined.
+ *
+ * The table is this CPU's: set = hash of the full 5-tuple & (LB_CT_SETS - 1), two ways
+ * compared on the full flow, LRU within the set. A TCP SYN, an expired UDP way or a way
+ * whose backend slot is gone takes a fresh decision that overwrites the flow's own way. */
 static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
 					    int v6, __u8 proto, const struct vip_meta *vip,
 					    struct lb_counters *cnt)
 {
 	__u32 zero = 0;
 	struct lb_config *cfg = lb_config.lookup(&zero);
-	int use_ct = !(vip->flags & F_VIP_NO_CONN_TABLE);
 	struct backend *be;
-	struct ct_entry fresh;
-	__u32 hash, idx;
+	void *set = NULL;
+	__u32 hash, set_num, idx;
+	int way = -1;
 
 	if (!cfg)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (use_ct && !p->is_syn) {
-		struct ct_entry *e = v6 ? ct_v6.lookup(flow) : ct_v4.lookup(flow);
+	if (vip->flags & F_VIP_NO_CONN_TABLE) {
+		hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+	} else {
+		hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+		set_num = hash & (LB_CT_SETS - 1);
+		set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
+		if (!set)
+			return count_drop(cnt, CNT_DROP_NO_BACKEND);
+		way = ct_find(set, flow, v6);
+		if (way >= 0 && !p->is_syn) {
+			struct ct_state *st = ct_way_state(set, way, v6);
 
-		if (e) {
-			be = ct_entry_backend(e, proto, cfg, cnt);
+			be = ct_state_backend(st, proto, cfg, cnt);
 			if (be) {
 				cnt->n[CNT_CT_HIT]++;
-				return forward(ctx, p, vip, e->backend, be, cfg, cnt);
+				*ct_mru(set, v6) = way;
+				return forward(ctx, p, vip, st->backend, be, cfg, cnt);
 			}
 		}
+		if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
+			hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	}
-	hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	idx = ring_backend(vip->vip_num, hash);
 	be = usable_backend(idx);
 	if (!be)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (use_ct) {
+	if (set) {
 		cnt->n[CNT_CT_MISS]++;
-		ct_fill(&fresh, idx, proto);
-		if (v6)
-			ct_v6.update(flow, &fresh);
-		else
-			ct_v4.update(flow, &fresh);
+		ct_fill(set, way >= 0 ? way : ct_victim(set, v6), flow, v6, idx, proto);
 	}
 	return forward(ctx, p, vip, idx, be, cfg, cnt);
+}
+
+/* The VIP of (address, port, protocol) through the IPv4 VIP index; vips_v4 is asked
+ * only when the slot is shared. NULL: not a VIP. */
+static __always_inline struct vip_meta *find_vip_v4(__be32 addr, __be16 port, __u8 proto)
+{
+	__u32 slot = vip_index_slot(addr, port, proto);
+	struct vip_slot_v4 *s = vip_index_v4.lookup(&slot);
+
+	if (!s)
+		return NULL;
+	if (s->shared) {
+		struct vip_key_v4 key = { .addr = addr, .port = port, .proto = proto };
+
+		return vips_v4.lookup(&key);
+	}
+	if (s->addr == addr && s->port == port && s->proto == proto)
+		return &s->meta;
+	return NULL;
+}
+
+/* As find_vip_v4, for IPv6 (`addr_word`: vip_addr_word_v6 of `addr`). */
+static __always_inline struct vip_meta *find_vip_v6(const __be32 *addr, __u32 addr_word,
+						    __be16 port, __u8 proto)
+{
+	__u32 slot = vip_index_slot(addr_word, port, proto);
+	struct vip_slot_v6 *s = vip_index_v6.lookup(&slot);
+
+	if (!s)
+		return NULL;
+	if (s->shared) {
+		struct vip_key_v6 key = { .port = port, .proto = proto };
+
+		__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+		return vips_v6.lookup(&key);
+	}
+	if (s->addr[0] == addr[0] && s->addr[1] == addr[1] && s->addr[2] == addr[2] &&
+	    s->addr[3] == addr[3] && s->port == port && s->proto == proto)
+		return &s->meta;
+	return NULL;
 }
 
 /* Bytes of the TCP or UDP header the program reads (options never). */
@@ -267,12 +389,9 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
 		return unusual_v4(ip, 0, 1, cnt);
 
-	struct vip_key_v4 key = { .addr = flow.dst, .port = flow.dport, .proto = flow.proto };
-
-	vip = vips_v4.lookup(&key);
+	vip = find_vip_v4(flow.dst, flow.dport, flow.proto);
 	if (!vip) {
-		key.port = 0;
-		vip = vips_v4.lookup(&key);
+		vip = find_vip_v4(flow.dst, 0, flow.proto);
 		if (!vip)
 			return count_pass(cnt, CNT_PASS_NOT_VIP);
 	}
@@ -320,7 +439,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	struct ipv6hdr *ip6;
 	struct vip_meta *vip;
 	struct flow_v6 flow;
-	__u32 slot, folded, *maybe_vip;
+	__u32 slot, folded, addr_word, *maybe_vip;
 	__u16 payload_len;
 	int bad_length;
 
@@ -346,13 +465,10 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
 		return unusual_v6(ip6, 0, 1, cnt);
 
-	struct vip_key_v6 key = { .port = flow.dport, .proto = flow.proto };
-
-	__builtin_memcpy(key.addr, flow.dst, sizeof(key.addr));
-	vip = vips_v6.lookup(&key);
+	addr_word = vip_addr_word_v6(flow.dst);
+	vip = find_vip_v6(flow.dst, addr_word, flow.dport, flow.proto);
 	if (!vip) {
-		key.port = 0;
-		vip = vips_v6.lookup(&key);
+		vip = find_vip_v6(flow.dst, addr_word, 0, flow.proto);
 		if (!vip)
 			return count_pass(cnt, CNT_PASS_NOT_VIP);
 	}

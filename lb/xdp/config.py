@@ -29,7 +29,11 @@ class Sizes:
     max_vips: VIPs at once; ring memory is max_vips * ring_size * 2 bytes.
     max_backends: backend slots (index 0 reserved), at most 65535 (ring cells are u16).
     ring_size: Maglev ring slots per VIP, a prime well above the backend count.
-    conn_table_size: connection-table entries per address family (LRU).
+    conn_table_size: connection-table entries per CPU per address family, a power of two:
+        conn_table_size / 2 sets of 2 ways (LRU within a set). Memory per CPU: 32 bytes
+        (IPv4) + 52 bytes (IPv6) per entry, so the default takes 22 MB per CPU.
+    filter_bits: the VIP-address pre-filter has 2^filter_bits slots.
+    vip_index_bits (derived): each family's VIP index has 2^bits slots, 8 to 16 per VIP.
     """
 
     max_vips: int = 512
@@ -46,8 +50,9 @@ class Sizes:
             raise ValueError(f"max_backends must be 2..65535, got {self.max_backends}")
         if not _is_prime(self.ring_size):
             raise ValueError(f"ring_size must be prime, got {self.ring_size}")
-        if self.conn_table_size < 64:
-            raise ValueError(f"conn_table_size must be >= 64, got {self.conn_table_size}")
+        n = self.conn_table_size
+        if n < 64 or n & (n - 1) or n > 1 << 26:
+            raise ValueError(f"conn_table_size must be a power of two, 64..2^26, got {n}")
         if not 8 <= self.filter_bits <= 24:
             raise ValueError(f"filter_bits must be 8..24, got {self.filter_bits}")
 
@@ -55,6 +60,16 @@ class Sizes:
     def ring_cells(self) -> int:
         """Array elements one VIP's ring occupies."""
         return -(-self.ring_size // self.ring_cell_slots)
+
+    @property
+    def conn_table_sets(self) -> int:
+        """Sets of each connection table (per CPU): conn_table_size / 2 ways."""
+        return self.conn_table_size // 2
+
+    @property
+    def vip_index_bits(self) -> int:
+        """log2 of the VIP index slots per family: at least 8 slots per VIP, at least 64."""
+        return max(6, (8 * self.max_vips - 1).bit_length())
 
     def cflags(self) -> list[str]:
         """The -D flags that size lb_consts.h."""
@@ -65,6 +80,7 @@ class Sizes:
             f"-DLB_RING_CELL_SLOTS={self.ring_cell_slots}",
             f"-DLB_CT_SIZE={self.conn_table_size}",
             f"-DLB_FILTER_BITS={self.filter_bits}",
+            f"-DLB_VIP_INDEX_BITS={self.vip_index_bits}",
         ]
 
 

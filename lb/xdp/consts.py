@@ -51,3 +51,8 @@ COUNTER_SLOTS = len(Counter)
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICT_NAMES = {XDP_ABORTED: "ABORTED", XDP_DROP: "DROP", XDP_PASS: "PASS", XDP_TX: "TX",
                  XDP_REDIRECT: "REDIRECT"}
+
+# Ways per connection-table set (LB_CT_WAYS).
+CT_WAYS = 2
+# A UDP way's time stamp is CLOCK_MONOTONIC (coarse) ns >> CT_TIME_SHIFT (LB_CT_TIME_SHIFT).
+CT_TIME_SHIFT = 20

@@ -66,3 +66,19 @@ static __always_inline __u32 encap_src_bits(__u32 src_folded, __be16 sport)
 {
 	return src_folded ^ (((__u32)sport << 16) | sport);
 }
+
+/* An IPv6 address as one word for vip_index_slot (rotated, so that equal words in
+ * different places of two addresses do not cancel out). */
+static __always_inline __u32 vip_addr_word_v6(const __be32 *w)
+{
+	return w[0] ^ LB_ROL32(w[1], 8) ^ LB_ROL32(w[2], 16) ^ LB_ROL32(w[3], 24);
+}
+
+/* A VIP key's slot in its family's VIP index: multiplicative hashing, top bits.
+ * `addr_word` is the IPv4 address, or vip_addr_word_v6() of an IPv6 one. */
+static __always_inline __u32 vip_index_slot(__u32 addr_word, __be16 port, __u8 proto)
+{
+	__u32 x = addr_word ^ ((((__u32)port << 8) | proto) * 0x85ebca6bU);
+
+	return (x * 0x9e3779b1U) >> (32 - LB_VIP_INDEX_BITS);
+}

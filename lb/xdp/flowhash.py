@@ -95,3 +95,24 @@ def outer_source(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, src: Add
     net_words[-1] = (net_words[-1] & mask_word) | (bits & ~mask_word & _M)
     raw = b"".join(w.to_bytes(4, "little") for w in net_words)
     return ipaddress.ip_address(raw)
+
+
+def vip_addr_word(addr: Address) -> int:
+    """An address as one word for vip_index_slot: IPv4 its word, IPv6 vip_addr_word_v6."""
+    w = words(addr)
+    if len(w) == 1:
+        return w[0]
+    return w[0] ^ _rol(w[1], 8) ^ _rol(w[2], 16) ^ _rol(w[3], 24)
+
+
+def vip_index_slot(addr: Address, port: int, proto: int, index_bits: int) -> int:
+    """The slot of VIP (addr, port, proto) in its family's VIP index of 2^index_bits slots."""
+    x = vip_addr_word(addr) ^ ((((raw_port(port) << 8) | proto) * 0x85EBCA6B) & _M)
+    return ((x * 0x9E3779B1) & _M) >> (32 - index_bits)
+
+
+def conn_table_set(src: Address, dst: Address, sport: int, dport: int, proto: int,
+                   sets: int) -> int:
+    """The connection-table set of a flow: its full 5-tuple hash (whatever the VIP's flags)
+    masked by sets - 1 (sets is a power of two)."""
+    return flow_hash(src, dst, sport, dport, proto) & (sets - 1)

@@ -29,10 +29,27 @@
 /* Array elements one VIP's ring occupies. */
 #define LB_RING_CELLS ((LB_RING_SIZE + LB_RING_CELL_SLOTS - 1) / LB_RING_CELL_SLOTS)
 
-/* Connection-table entries per address family (LRU: the oldest flows are evicted). */
+/* Connection-table entries per CPU per address family: a power of two (sets of LB_CT_WAYS). */
 #ifndef LB_CT_SIZE
 #define LB_CT_SIZE 262144
 #endif
+
+/* Ways per connection-table set: a new flow evicts the least recently used of them. */
+#define LB_CT_WAYS 2
+
+/* Sets per CPU per family; a flow's set is its 5-tuple hash masked by LB_CT_SETS - 1. */
+#define LB_CT_SETS (LB_CT_SIZE / LB_CT_WAYS)
+
+/* A UDP entry's time stamp is bpf_ktime_get_coarse_ns() >> this (units of ~1.05 ms, 32 bits). */
+#define LB_CT_TIME_SHIFT 20
+
+/* VIP index: 2^bits slots per family, at least 8 per VIP so most VIPs own their slot. */
+#ifndef LB_VIP_INDEX_BITS
+#define LB_VIP_INDEX_BITS 12
+#endif
+
+/* Slots of each VIP index. */
+#define LB_VIP_INDEX_SIZE (1 << LB_VIP_INDEX_BITS)
 
 /* VIP-address pre-filter: 2^bits slots, so non-VIP traffic costs one inlined array read. */
 #ifndef LB_FILTER_BITS

@@ -24,11 +24,17 @@
 /* Runtime settings (one entry). */
 LB_MAP("array", __u32, struct lb_config, lb_config, 1);
 
-/* IPv4 VIPs and their address markers (so twice LB_MAX_VIPS). */
+/* IPv4 VIPs and their address markers (so twice LB_MAX_VIPS): the authority vip_index_v4 caches. */
 LB_MAP("hash", struct vip_key_v4, struct vip_meta, vips_v4, 2 * LB_MAX_VIPS);
 
 /* IPv6 VIPs and their address markers. */
 LB_MAP("hash", struct vip_key_v6, struct vip_meta, vips_v6, 2 * LB_MAX_VIPS);
+
+/* IPv4 VIP index, direct-mapped by vip_index_slot(): answers most lookups without vips_v4. */
+LB_MAP("array", __u32, struct vip_slot_v4, vip_index_v4, LB_VIP_INDEX_SIZE);
+
+/* IPv6 VIP index, as vip_index_v4. */
+LB_MAP("array", __u32, struct vip_slot_v6, vip_index_v6, LB_VIP_INDEX_SIZE);
 
 /* Pre-filter: non-zero where some VIP address folds to the slot (see vip_filter_slot). */
 LB_MAP("array", __u32, __u32, vip_filter, LB_FILTER_SIZE);
@@ -39,11 +45,11 @@ LB_MAP_FLAGS("array", __u32, struct ring_cell, rings, LB_MAX_VIPS * LB_RING_CELL
 /* Backends by index; index 0 stays empty. */
 LB_MAP("array", __u32, struct backend, backends, LB_MAX_BACKENDS);
 
-/* IPv4 connection table: per-CPU LRU lists over one table, so a flow's entry is found on any CPU. */
-LB_MAP_FLAGS("lru_hash", struct flow_v4, struct ct_entry, ct_v4, LB_CT_SIZE, BPF_F_NO_COMMON_LRU);
+/* IPv4 connection table: per CPU, 2-way set-associative, LRU within a set (set = hash & mask). */
+LB_MAP("percpu_array", __u32, struct ct_set_v4, ct_v4, LB_CT_SETS);
 
-/* IPv6 connection table. */
-LB_MAP_FLAGS("lru_hash", struct flow_v6, struct ct_entry, ct_v6, LB_CT_SIZE, BPF_F_NO_COMMON_LRU);
+/* IPv6 connection table: as ct_v4. */
+LB_MAP("percpu_array", __u32, struct ct_set_v6, ct_v6, LB_CT_SETS);
 
 /* Global counters (per CPU, one entry). */
 LB_MAP("percpu_array", __u32, struct lb_counters, counters, 1);

@@ -44,7 +44,26 @@ struct vip_meta {
 	__u32 flags;
 };
 
-/* An IPv4 flow: the connection table's key and the input of the flow hash. */
+/* A vip_index_v4 slot: the one IPv4 VIP whose key hashes here, else proto 0 (none) or shared. */
+struct vip_slot_v4 {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;               /* 0: no VIP owns the slot */
+	__u8 shared;              /* 1: look the key up in vips_v4 (two VIPs want it, or mid-update) */
+	struct vip_meta meta;
+};
+
+/* A vip_index_v6 slot: as vip_slot_v4, for an IPv6 VIP. */
+struct vip_slot_v6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 shared;
+	struct vip_meta meta;
+};
+
+/* An IPv4 flow: the connection table's key and the input of the flow hash (8-aligned:
+ * compared as two u64 words). */
 struct flow_v4 {
 	__be32 src;
 	__be32 dst;
@@ -52,9 +71,9 @@ struct flow_v4 {
 	__be16 dport;
 	__u8 proto;
 	__u8 pad0[3];
-};
+} __attribute__((aligned(8)));
 
-/* An IPv6 flow: as flow_v4. */
+/* An IPv6 flow: as flow_v4 (five u64 words). */
 struct flow_v6 {
 	__be32 src[4];
 	__be32 dst[4];
@@ -62,13 +81,39 @@ struct flow_v6 {
 	__be16 dport;
 	__u8 proto;
 	__u8 pad0[3];
+} __attribute__((aligned(8)));
+
+/* What a connection-table way remembers of its flow: the backend, and when it was last seen. */
+struct ct_state {
+	__u16 backend;            /* backend index; 0: the way is empty */
+	__u16 pad0;
+	__u32 atime;              /* UDP: coarse ns >> LB_CT_TIME_SHIFT of the last packet; TCP: 0 */
 };
 
-/* A connection-table entry: the backend a flow was given, and when it was last seen (UDP). */
-struct ct_entry {
-	__u32 backend;
+/* An IPv4 connection-table way: the full flow (compared, never trusted to the hash) and its state. */
+struct ct_entry_v4 {
+	struct flow_v4 flow;
+	struct ct_state state;
+};
+
+/* An IPv4 connection-table set (ct_v4 value): LB_CT_WAYS ways in one 64-byte cache line. */
+struct ct_set_v4 {
+	struct ct_entry_v4 way[LB_CT_WAYS];
+	__u32 mru;                /* the way used last; a new flow replaces the other one */
+	__u32 pad0[3];
+};
+
+/* An IPv6 connection-table way. */
+struct ct_entry_v6 {
+	struct flow_v6 flow;
+	struct ct_state state;
+};
+
+/* An IPv6 connection-table set (ct_v6 value): as ct_set_v4, 104 bytes. */
+struct ct_set_v6 {
+	struct ct_entry_v6 way[LB_CT_WAYS];
+	__u32 mru;
 	__u32 pad0;
-	__u64 atime_ns;           /* bpf_ktime_get_coarse_ns() of the last packet; 0 for TCP */
 };
 
 /* A backend: where encapsulated packets go. */

@@ -3,7 +3,9 @@
 This layer knows the maps' shapes, not policy: it never decides which VIP number
 or backend index to use (the control plane does). Rings are read and written
 through an mmap of the `rings` array, so a ring update writes only the slots
-that change, with no system call per slot.
+that change, with no system call per slot. The VIP index (a direct-mapped cache of
+the VIP hash maps) is kept consistent here, on every VIP write. The connection
+tables are per-CPU arrays of 2-way sets, read and written in batches (lb.xdp.batch).
 """
 
 from __future__ import annotations
@@ -12,27 +14,39 @@ import ctypes
 import ipaddress
 import mmap
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from lb.xdp.consts import BackendFlag, Counter
-from lb.xdp.flowhash import Address, filter_slot, words
+from lb.xdp import batch
+from lb.xdp.consts import CT_TIME_SHIFT, CT_WAYS, BackendFlag, Counter
+from lb.xdp.flowhash import Address, conn_table_set, filter_slot, vip_index_slot, words
 from lb.xdp.loader import Program
 from lb.xdp.structs import (
     Backend,
     BenchState,
-    CtEntry,
+    CtEntryV4,
+    CtEntryV6,
+    CtSetV4,
+    CtSetV6,
+    CtState,
     FlowV4,
     FlowV6,
     LbConfig,
     VipKeyV4,
     VipKeyV6,
     VipMeta,
+    VipSlotV4,
+    VipSlotV6,
 )
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _U32 = ctypes.c_uint32
 _BYTES_PER_SLOT = 2
+# CLOCK_MONOTONIC_COARSE (Linux): the clock of bpf_ktime_get_coarse_ns().
+_CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+# Per family: the connection-table map, its set mirror, and its flow mirror.
+_CT = {False: ("ct_v4", CtSetV4, CtEntryV4, FlowV4), True: ("ct_v6", CtSetV6, CtEntryV6, FlowV6)}
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,10 @@ class Dataplane:
         self._rings_mmap = mmap.mmap(rings.get_fd(), length, mmap.MAP_SHARED,
                                      mmap.PROT_READ | mmap.PROT_WRITE)
         self._slots = memoryview(self._rings_mmap).cast("H")
+        self._cpus = batch.possible_cpus()
+        # VIP index slot (family, slot) -> {VIP: (vip_num, flags)} of the VIPs that hash to
+        # it; built from the VIP hash maps (the authority) on first use.
+        self._index_users: dict[tuple[bool, int], dict[VipKey, tuple[int, int]]] | None = None
 
     def close(self) -> None:
         """Drop the ring mapping (the maps themselves live on while pinned or attached)."""
@@ -122,16 +140,78 @@ class Dataplane:
         return self.program.table("vips_v6" if v6 else "vips_v4")
 
     def set_vip(self, vip: VipKey, vip_num: int, flags: int) -> None:
-        """Map a VIP to its number (ring and stats index) and F_VIP_* flags."""
+        """Map a VIP to its number (ring and stats index) and F_VIP_* flags (hash map, then
+        the VIP index slot)."""
         if not 0 <= vip_num < self.sizes.max_vips:
             raise ValueError(f"vip_num {vip_num} outside 0..{self.sizes.max_vips - 1}")
+        users = self._users(vip)
         self._vip_table(vip.is_v6)[_vip_key(vip)] = VipMeta(vip_num=vip_num, flags=flags)
+        users[vip] = (vip_num, flags)
+        self._sync_index_slot(vip, users)
 
     def delete_vip(self, vip: VipKey) -> None:
         table = self._vip_table(vip.is_v6)
         key = _vip_key(vip)
         if key in table:
             del table[key]
+        if vip.proto and self._users(vip).pop(vip, None) is not None:
+            self._sync_index_slot(vip, self._users(vip))
+
+    # The VIP index: a direct-mapped array in front of the VIP hash maps. A slot holds the one
+    # VIP hashing there (key compared in full), or nothing, or `shared` when two or more VIPs
+    # do: the program then asks the hash map. A slot's key and meta are only ever rewritten
+    # while its `shared` byte is set, and setting or clearing that byte is a write that
+    # changes no other byte: a packet racing an update reads either a consistent slot or a
+    # shared one, never a mix of two VIPs.
+    def _index_slot(self, vip: VipKey) -> int:
+        return vip_index_slot(vip.address, vip.port, vip.proto, self.sizes.vip_index_bits)
+
+    def _users(self, vip: VipKey) -> dict[VipKey, tuple[int, int]]:
+        """The VIPs that hash to `vip`'s index slot (building the table on first use)."""
+        if self._index_users is None:
+            self._index_users = {}
+            for k, meta in self.vips().items():
+                self._index_users.setdefault((k.is_v6, self._index_slot(k)), {})[k] = meta
+        return self._index_users.setdefault((vip.is_v6, self._index_slot(vip)), {})
+
+    def _sync_index_slot(self, vip: VipKey, users: dict[VipKey, tuple[int, int]]) -> None:
+        """Make `vip`'s index slot say what `users` (every VIP hashing there) implies."""
+        v6 = vip.is_v6
+        table = self.program.table("vip_index_v6" if v6 else "vip_index_v4")
+        slot_type = VipSlotV6 if v6 else VipSlotV4
+        fd, slot = table.get_fd(), self._index_slot(vip)
+        want = slot_type(shared=1)
+        if len(users) == 1:
+            (only, (num, flags)), = users.items()
+            key = _vip_key(only)
+            want = slot_type(addr=key.addr, port=key.port, proto=key.proto, shared=0,
+                             meta=VipMeta(vip_num=num, flags=flags))
+        elif not users:
+            want = slot_type()
+        have = slot_type()
+        batch.lookup_elem(fd, slot, have)
+        if bytes(have) == bytes(want):
+            return
+        have.shared = 1
+        batch.update_elem(fd, slot, have)       # readers fall back to the hash map
+        shared_want = slot_type.from_buffer_copy(bytes(want))
+        shared_want.shared = 1
+        batch.update_elem(fd, slot, shared_want)  # new contents, still ignored
+        if not want.shared:
+            batch.update_elem(fd, slot, want)   # only the shared byte changes
+
+    def index_slot_state(self, vip: VipKey) -> str:
+        """What a VIP's index slot holds: "own" (this VIP), "shared", "other" or "empty"."""
+        table = self.program.table("vip_index_v6" if vip.is_v6 else "vip_index_v4")
+        slot = (VipSlotV6 if vip.is_v6 else VipSlotV4)()
+        batch.lookup_elem(table.get_fd(), self._index_slot(vip), slot)
+        if slot.shared:
+            return "shared"
+        if not slot.proto:
+            return "empty"
+        key = _vip_key(vip)
+        same = bytes(key)[: ctypes.sizeof(key) - 1] == bytes(slot)[: ctypes.sizeof(key) - 1]
+        return "own" if same else "other"
 
     def vips(self) -> dict[VipKey, tuple[int, int]]:
         """Every VIP entry (markers excluded): key -> (vip_num, flags)."""
@@ -240,40 +320,109 @@ class Dataplane:
             self.program.table(name).clear()
 
     # --- connection table -----------------------------------------------------------
+    # Per CPU and per family: conn_table_size / 2 sets of 2 ways; a flow lives in set
+    # conn_table_set(flow) of the CPU its packets arrive on. The control plane's writes
+    # (purge, set_conn_entry) read a set's every CPU copy and write it back: a flow the
+    # program inserts into that very set in between is lost, and takes a fresh ring decision
+    # on its next packet (as after an eviction).
+    def _ct_live(self, v6: bool,
+                 backend: int | None = None) -> Iterator[tuple[int, int, int, memoryview]]:
+        """(set, CPU, way, the way's bytes) of every live way of one family's table (only
+        those naming `backend`, if given), read in batches; each way's backend field is
+        picked out of the raw batch with a strided slice, so empty ways cost no Python."""
+        name, set_type, entry_type, _ = _CT[v6]
+        size, way_size = ctypes.sizeof(set_type), ctypes.sizeof(entry_type)
+        state_at = entry_type.state.offset + CtState.backend.offset
+        fd = self.program.table(name).get_fd()
+        stride = batch.percpu_stride(size, self._cpus)  # == size * cpus: sets are 8-aligned
+        for first, _count, raw in batch.lookup_array(fd, stride, self.sizes.conn_table_sets):
+            u16 = raw.cast("H")
+            for way in range(CT_WAYS):
+                at = way * way_size + state_at
+                for i, b in enumerate(u16[at // 2::size // 2].tolist()):
+                    if b and (backend is None or b == backend):
+                        start = i * size + way * way_size  # i = (set - first) * cpus + cpu
+                        yield (first + i // self._cpus, i % self._cpus, way,
+                               raw[start:start + way_size])
+
     def conn_table(self) -> Iterator[tuple[Flow, int]]:
-        """Every (flow, backend index) in both connection tables."""
-        for name, v6 in (("ct_v4", False), ("ct_v6", True)):
-            for k, v in self.program.table(name).items():
+        """Every live (flow, backend index) of both connection tables, over every CPU (a flow
+        whose packets came in on two CPUs is there twice)."""
+        for v6 in (False, True):
+            entry_type = _CT[v6][2]
+            for _set, _cpu, _way, raw in self._ct_live(v6):
+                e = entry_type.from_buffer_copy(raw)
+                k = e.flow
                 src = _addr_from_words(k.src if v6 else [k.src], v6)
                 dst = _addr_from_words(k.dst if v6 else [k.dst], v6)
                 yield (Flow(src, dst, socket.ntohs(k.sport), socket.ntohs(k.dport), k.proto),
-                       v.backend)
+                       e.state.backend)
 
     def clear_conn_table(self) -> None:
-        for name in ("ct_v4", "ct_v6"):
-            self.program.table(name).clear()
+        """Empty both connection tables on every CPU."""
+        for v6 in (False, True):
+            name, set_type, *_ = _CT[v6]
+            stride = batch.percpu_stride(ctypes.sizeof(set_type), self._cpus)
+            batch.fill_array(self.program.table(name).get_fd(), self.sizes.conn_table_sets, stride)
 
     def purge_conn_entries(self, backend: int) -> int:
-        """Delete every connection-table entry that points at `backend`; returns how many."""
+        """Empty every connection-table way (any CPU) that points at `backend`; returns how
+        many ways were emptied."""
         purged = 0
-        for name in ("ct_v4", "ct_v6"):
-            table = self.program.table(name)
-            stale = [k for k, v in table.items() if v.backend == backend]
-            for k in stale:
-                table.pop(k, None)
-            purged += len(stale)
+        for v6 in (False, True):
+            name, set_type, entry_type, _ = _CT[v6]
+            stale: dict[int, list[tuple[int, int]]] = {}
+            for set_num, cpu, way, _raw in self._ct_live(v6, backend):
+                stale.setdefault(set_num, []).append((cpu, way))
+            if not stale:
+                continue
+            fd = self.program.table(name).get_fd()
+            copies = (set_type * self._cpus)()
+            for set_num in sorted(stale):  # re-read each set just before writing it back
+                batch.lookup_elem(fd, set_num, copies)
+                for cpu, way in stale[set_num]:
+                    if copies[cpu].way[way].state.backend == backend:
+                        copies[cpu].way[way] = entry_type()
+                        purged += 1
+                batch.update_elem(fd, set_num, copies)
         return purged
 
     def set_conn_entry(self, flow: Flow, backend: int) -> None:
-        """Write one connection-table entry (tests and benchmarks prime the table with it)."""
+        """Put `flow` -> `backend` in its set on every CPU, as the program would on a fresh
+        decision (its own way if there, else an empty or the least recently used way, which
+        becomes the most recently used; UDP ways stamped now). Tests and benchmarks prime
+        the table with it."""
+        if not 1 <= backend < self.sizes.max_backends:
+            raise ValueError(f"backend index {backend} outside 1..{self.sizes.max_backends - 1}")
         v6 = flow.src.version == 6
+        name, set_type, _, flow_type = _CT[v6]
         ports = dict(sport=socket.htons(flow.sport), dport=socket.htons(flow.dport),
                      proto=flow.proto)
         if v6:
-            key = FlowV6(src=_words_array(flow.src), dst=_words_array(flow.dst), **ports)
+            key = flow_type(src=_words_array(flow.src), dst=_words_array(flow.dst), **ports)
         else:
-            key = FlowV4(src=words(flow.src)[0], dst=words(flow.dst)[0], **ports)
-        self.program.table("ct_v6" if v6 else "ct_v4")[key] = CtEntry(backend=backend)
+            key = flow_type(src=words(flow.src)[0], dst=words(flow.dst)[0], **ports)
+        set_num = conn_table_set(flow.src, flow.dst, flow.sport, flow.dport, flow.proto,
+                                 self.sizes.conn_table_sets)
+        atime = 0
+        if flow.proto == socket.IPPROTO_UDP:
+            atime = (time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT) & 0xFFFFFFFF
+        fd = self.program.table(name).get_fd()
+        copies = (set_type * self._cpus)()
+        batch.lookup_elem(fd, set_num, copies)
+        for s in copies:
+            ways = [bytes(w.flow) == bytes(key) for w in s.way]
+            if True in ways:
+                way = ways.index(True)
+            elif 0 in [w.state.backend for w in s.way]:
+                way = [w.state.backend for w in s.way].index(0)
+            else:
+                way = 1 - s.mru
+            s.way[way].flow = key
+            s.way[way].state.backend = backend
+            s.way[way].state.atime = atime
+            s.mru = way
+        batch.update_elem(fd, set_num, copies)
 
     # --- benchmark builds -----------------------------------------------------------
     def set_bench_frame(self, frame: bytes, vary_offset: int = 0,

@@ -15,7 +15,7 @@ from ctypes import c_uint32 as u32
 from ctypes import c_uint64 as u64
 
 from lb.xdp.config import Sizes
-from lb.xdp.consts import COUNTER_SLOTS
+from lb.xdp.consts import COUNTER_SLOTS, CT_WAYS
 
 
 class LbConfig(ctypes.Structure):
@@ -56,6 +56,20 @@ class VipMeta(ctypes.Structure):
     _fields_ = [("vip_num", u32), ("flags", u32)]
 
 
+class VipSlotV4(ctypes.Structure):
+    """struct vip_slot_v4 { be32 addr; be16 port; u8 proto; u8 shared; struct vip_meta meta; }"""
+
+    _fields_ = [("addr", u32), ("port", u16), ("proto", u8), ("shared", u8), ("meta", VipMeta)]
+
+
+class VipSlotV6(ctypes.Structure):
+    """struct vip_slot_v6 { be32 addr[4]; be16 port; u8 proto; u8 shared;
+    struct vip_meta meta; }"""
+
+    _fields_ = [("addr", u32 * 4), ("port", u16), ("proto", u8), ("shared", u8),
+                ("meta", VipMeta)]
+
+
 class FlowV4(ctypes.Structure):
     """struct flow_v4 { be32 src, dst; be16 sport, dport; u8 proto; u8 pad0[3]; }"""
 
@@ -70,10 +84,34 @@ class FlowV6(ctypes.Structure):
                 ("proto", u8), ("pad0", u8 * 3)]
 
 
-class CtEntry(ctypes.Structure):
-    """struct ct_entry { u32 backend; u32 pad0; u64 atime_ns; }"""
+class CtState(ctypes.Structure):
+    """struct ct_state { u16 backend; u16 pad0; u32 atime; }"""
 
-    _fields_ = [("backend", u32), ("pad0", u32), ("atime_ns", u64)]
+    _fields_ = [("backend", u16), ("pad0", u16), ("atime", u32)]
+
+
+class CtEntryV4(ctypes.Structure):
+    """struct ct_entry_v4 { struct flow_v4 flow; struct ct_state state; }"""
+
+    _fields_ = [("flow", FlowV4), ("state", CtState)]
+
+
+class CtSetV4(ctypes.Structure):
+    """struct ct_set_v4 { struct ct_entry_v4 way[LB_CT_WAYS]; u32 mru; u32 pad0[3]; }  (64 bytes)"""
+
+    _fields_ = [("way", CtEntryV4 * CT_WAYS), ("mru", u32), ("pad0", u32 * 3)]
+
+
+class CtEntryV6(ctypes.Structure):
+    """struct ct_entry_v6 { struct flow_v6 flow; struct ct_state state; }"""
+
+    _fields_ = [("flow", FlowV6), ("state", CtState)]
+
+
+class CtSetV6(ctypes.Structure):
+    """struct ct_set_v6 { struct ct_entry_v6 way[LB_CT_WAYS]; u32 mru; u32 pad0; }  (104 bytes)"""
+
+    _fields_ = [("way", CtEntryV6 * CT_WAYS), ("mru", u32), ("pad0", u32)]
 
 
 class Backend(ctypes.Structure):
@@ -119,8 +157,10 @@ MAP_LAYOUTS: dict[str, tuple[Key, Key]] = {
     "vip_filter": (u32, u32),
     "rings": (u32, RingCell),
     "backends": (u32, Backend),
-    "ct_v4": (FlowV4, CtEntry),
-    "ct_v6": (FlowV6, CtEntry),
+    "vip_index_v4": (u32, VipSlotV4),
+    "vip_index_v6": (u32, VipSlotV6),
+    "ct_v4": (u32, CtSetV4),
+    "ct_v6": (u32, CtSetV6),
     "counters": (u32, LbCounters),
     "vip_stats": (u32, LbStats),
     "backend_stats": (u32, LbStats),

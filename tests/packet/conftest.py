@@ -9,7 +9,8 @@ so nothing is attached and nothing outlives the session.
 Isolation: `rig` (function scope) hands each test the session's program after
 clearing the counters, the per-VIP and per-backend stats and both connection
 tables and writing BASE_CONFIG again: each test starts from zero, so any counter
-it reads is its own.
+it reads is its own. It also pins the test to one CPU (restored afterwards): the
+connection tables are per CPU, and BPF_PROG_TEST_RUN runs on the caller's CPU.
 A test that changes VIPs or the config restores them itself (`Rig.configured`).
 Cleanup: the ring mapping is closed, then program.close() releases the maps.
 """
@@ -186,9 +187,14 @@ class Rig:
         return inner_of(frame).flow
 
     def conn_entries(self) -> dict[Flow, int]:
-        """Both connection tables as flow -> backend index."""
-        return {Flow(f.src, f.dst, f.sport, f.dport, f.proto): index
-                for f, index in self.dp.conn_table()}
+        """Both connection tables as flow -> backend index (over every CPU)."""
+        return dict(self.conn_list())
+
+    def conn_list(self) -> list[tuple[Flow, int]]:
+        """Every live way of both tables on every CPU, as (flow, backend index): a flow
+        planted with `plant` is there once per CPU, one the program inserted once."""
+        return [(Flow(f.src, f.dst, f.sport, f.dport, f.proto), index)
+                for f, index in self.dp.conn_table()]
 
     def plant(self, flow: Flow, index: int) -> None:
         """Write a connection-table entry sending `flow` to backend slot `index`."""
@@ -307,9 +313,31 @@ def loaded_rig() -> Iterator[Rig]:
         program.close()
 
 
+@contextlib.contextmanager
+def pinned_to_one_cpu() -> Iterator[int]:
+    """Run on one CPU (the lowest allowed) until the block ends: BPF_PROG_TEST_RUN runs on
+    the caller's CPU and the connection tables are per CPU, so a flow's packets must all be
+    run from one CPU to meet their entry (as an RSS queue's do)."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield min(allowed)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 @pytest.fixture
-def rig(loaded_rig: Rig) -> Rig:
+def one_cpu() -> Iterator[int]:
+    """Function: the test runs pinned to one CPU (see pinned_to_one_cpu); restored after."""
+    with pinned_to_one_cpu() as cpu:
+        yield cpu
+
+
+@pytest.fixture
+def rig(loaded_rig: Rig) -> Iterator[Rig]:
     """The session's rig, reset for this test: zero counters and stats, empty connection
-    tables, BASE_CONFIG. Every test that runs frames takes this one, not `loaded_rig`."""
-    loaded_rig.reset()
-    return loaded_rig
+    tables, BASE_CONFIG, and the process pinned to one CPU (the connection tables are per
+    CPU) until the test ends. Every test that runs frames takes this one, not `loaded_rig`."""
+    with pinned_to_one_cpu():
+        loaded_rig.reset()
+        yield loaded_rig

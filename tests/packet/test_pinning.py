@@ -41,7 +41,7 @@ def frame(flags: str) -> bytes:
                  / TCP(sport=40000, dport=80, flags=flags))
 
 
-def test_second_load_with_same_pin_dir_keeps_vips_rings_and_flows(pin_dir):
+def test_second_load_with_same_pin_dir_keeps_vips_rings_and_flows(pin_dir, one_cpu):
     first = loader.load(SIZES, pin_dir=pin_dir)
     dp1 = Dataplane(first)
     dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02", src_mac="02:00:00:00:00:01"))

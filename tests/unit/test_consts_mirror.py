@@ -89,14 +89,25 @@ def test_every_map_is_in_the_layout_registry_with_its_own_structs() -> None:
 def struct_fields(text: str) -> dict[str, list[str]]:
     """struct name -> its field names in order, from a header's struct definitions."""
     out = {}
-    for name, body in re.findall(r"^struct (\w+) \{\n(.*?)^\};", text, re.M | re.S):
+    for name, body in re.findall(r"^struct (\w+) \{\n(.*?)^\}[^;\n]*;", text, re.M | re.S):
         out[name] = re.findall(r"^\s*(?:__\w+|struct \w+)\s+(\w+)(?:\[[^\]]*\])?;", body, re.M)
     return out
 
 
+def nested(mirror) -> list:
+    """A mirror and every struct mirror inside it (fields, arrays of structs), depth first."""
+    out = [mirror]
+    for _, t, *_ in mirror._fields_:
+        while issubclass(t, ctypes.Array):
+            t = t._type_
+        if issubclass(t, ctypes.Structure):
+            out += nested(t)
+    return out
+
+
 def test_mirrors_have_the_c_field_names_in_order() -> None:
-    by_name = {m.__name__: m for pair in MAP_LAYOUTS.values() for m in pair
-               if issubclass(m, ctypes.Structure)}
+    by_name = {n.__name__: n for pair in MAP_LAYOUTS.values() for m in pair
+               if issubclass(m, ctypes.Structure) for n in nested(m)}
     c_structs = struct_fields(STRUCTS.read_text())
     assert {mirror_name(n) for n in c_structs} == set(by_name), "a struct and its mirror"
     for c_name, fields in c_structs.items():
@@ -141,3 +152,22 @@ def test_the_comment_check_sees_a_missing_comment(tmp_path: Path) -> None:
     h.write_text("/* ok */\n#define A 1\n#define B 2\n/* ok */\n#ifndef C\n#define C 3\n#endif\n"
                  "#ifndef D\n#define D 4\n#endif\nstruct s {\n\t__u32 a;\n};\n")
     assert undocumented(h) == ["x.h:3: #define B 2", "x.h:9: #define D 4", "x.h:11: struct s {"]
+
+
+@pytest.mark.parametrize("size", [1000, 32, 3 << 10, 1 << 27])
+def test_conn_table_size_must_be_a_power_of_two_in_range(size: int) -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        Sizes(conn_table_size=size)
+
+
+def test_conn_table_and_vip_index_geometry() -> None:
+    from lb.xdp import consts
+    from lb.xdp.structs import CtSetV4, CtSetV6
+
+    text = CONSTS.read_text()
+    assert f"#define LB_CT_WAYS {consts.CT_WAYS}" in text
+    assert f"#define LB_CT_TIME_SHIFT {consts.CT_TIME_SHIFT}" in text
+    assert ctypes.sizeof(CtSetV4) == 64, "an IPv4 set is one cache line"
+    assert ctypes.sizeof(CtSetV6) % 8 == 0
+    assert Sizes(conn_table_size=4096).conn_table_sets == 2048
+    assert Sizes(max_vips=512).vip_index_bits == 12 and Sizes(max_vips=8).vip_index_bits == 6
