@@ -35,6 +35,10 @@ Platform facts this relies on (docs: /work/shared/PLATFORM.md):
 - Frames grow by up to 40 bytes once encapsulated: the client's link has a 1500-byte MTU, the
   balancer's and backends' links `FABRIC_MTU` = 1540, and `runtime_config()` says so to the
   balancer, so a full-size client packet still fits.
+- A veth runs XDP on the CPU that sent the packet, unlike a NIC, whose RSS pins a flow to one
+  queue and so to one CPU. The per-CPU connection table needs the NIC's behaviour:
+  `steer_balancer_queues()` turns on threaded NAPI on the balancer's veth and pins each RX
+  queue's poller thread to one CPU.
 - `setns` is per thread: `in_netns()` switches only the calling thread and switches it back
   (unlike pyroute2's pushns/popns it saves /proc/thread-self, not /proc/self, keeps no global
   stack, and never creates a missing namespace), and `/sys` does not follow, so interfaces are
@@ -122,6 +126,18 @@ class DecapSlot(enum.IntEnum):
 
 
 DECAPSULATED = (DecapSlot.V4_IN_V4, DecapSlot.V6_IN_V4, DecapSlot.V4_IN_V6, DecapSlot.V6_IN_V6)
+
+
+def _napi_threads(ifname: str) -> set[int]:
+    """PIDs of the kernel's threaded-NAPI pollers of interfaces named `ifname` (any netns)."""
+    pids = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().startswith(f"napi/{ifname}-"):
+                pids.add(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
 
 
 # --- namespaces: lb.netns ------------------------------------------------------------------
@@ -256,7 +272,7 @@ class Backend(Host):
     """A backend namespace (xdp_decap on its interface) and the HTTP servers it runs."""
 
     index: int = 0
-    servers: list[_BackendHTTPServer] = field(default_factory=list)
+    servers: list[BackendHTTPServer] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -266,14 +282,15 @@ class Backend(Host):
 
 # --- HTTP servers on the backends -------------------------------------------------------------
 class _BackendHandler(BaseHTTPRequestHandler):
-    """Answers every GET with the backend's name (body and X-Backend header); keeps alive."""
+    """Answers every GET with the backend's name (body and X-Backend header) and the server's
+    next status (200 unless set otherwise); keeps alive."""
 
     protocol_version = "HTTP/1.1"
-    server: _BackendHTTPServer
+    server: BackendHTTPServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         body = f"{self.server.backend_name}\n".encode()
-        self.send_response(200)
+        self.send_response(self.server.next_status())
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Backend", self.server.backend_name)
@@ -284,9 +301,12 @@ class _BackendHandler(BaseHTTPRequestHandler):
         return
 
 
-class _BackendHTTPServer(ThreadingHTTPServer):
-    """An HTTP server bound to a VIP inside a backend namespace; `close()` also drops open
-    keep-alive connections, so no socket keeps the namespace alive after the lab is gone."""
+class BackendHTTPServer(ThreadingHTTPServer):
+    """An HTTP server inside a backend namespace, bound to a VIP or, with the address `::`, to
+    every address there (IPv4 too: the VIPs on lo and the backend's own, which health checks
+    probe). `set_status(*codes)` makes it answer with those codes in turn, one per request.
+    `close()` also drops open keep-alive connections, so no socket keeps the namespace alive
+    after the lab is gone."""
 
     daemon_threads = True
 
@@ -294,13 +314,26 @@ class _BackendHTTPServer(ThreadingHTTPServer):
                  port: int) -> None:
         self.address_family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self.backend_name = backend_name
+        self._statuses = itertools.cycle([200])
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         super().__init__((str(address), port), _BackendHandler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"http-{backend_name}-{address}", daemon=True)
 
+    def set_status(self, *codes: int) -> None:
+        """Answer the next requests with `codes`, in turn and over again (e.g. 200, 500)."""
+        with self._lock:
+            self._statuses = itertools.cycle(codes)
+
+    def next_status(self) -> int:
+        with self._lock:
+            return next(self._statuses)
+
     def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and \
+                ipaddress.ip_address(self.server_address[0]).is_unspecified:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
         # HTTPServer.server_bind would resolve the VIP's name (DNS inside the lab: slow, useless).
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
@@ -452,7 +485,9 @@ class VethLab:
         ]
         self._namespaces: list[str] = []
         self._attached: list[tuple[str, int]] = []  # (netns, ifindex) of every XDP we attached
+        self._napi_cpus: dict[int, int] = {}  # balancer NAPI thread pid -> CPU
         self._bpf_handles: list[Any] = []
+        self._silent: list[socket.socket] = []  # listeners of silent_listener(), closed on close
         self._decap: Any = None  # bcc handle of the xdp_decap instance (its counters)
         self._closed = False
 
@@ -595,6 +630,9 @@ class VethLab:
                 except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
                     problems.append(f"HTTP server on {backend.name}: {e}")
             backend.servers.clear()
+        for sock in self._silent:
+            sock.close()
+        self._silent.clear()
         for netns, ifindex in reversed(self._attached):
             try:
                 with in_netns(netns):
@@ -627,7 +665,40 @@ class VethLab:
 
         The lab detaches it on close.
         """
-        return self._attach(self.balancer.netns, self.balancer.ifindex, prog_fd, mode)
+        effective = self._attach(self.balancer.netns, self.balancer.ifindex, prog_fd, mode)
+        self.steer_balancer_queues()
+        return effective
+
+    def steer_balancer_queues(self) -> dict[int, int]:
+        """Make the balancer's veth process each RX queue on one fixed CPU, as a NIC with RSS
+        and per-queue interrupts does; returns {NAPI thread pid: CPU}.
+
+        A veth runs XDP on whichever CPU sent the packet, so one flow's packets can meet the
+        program on different CPUs, and a per-CPU connection table would miss half of them.
+        With threaded NAPI each RX queue is polled by its own kernel thread, which is pinned
+        here (queue thread i to CPU i mod CPUs); flows keep their queue (the router hashes
+        them onto its TX queues), so they keep their CPU. Needs the program attached (veth
+        creates its NAPI instances then); idempotent.
+        """
+        threaded = Path("/sys/class/net") / self.balancer.ifname / "threaded"
+        # /sys shows the namespace of whoever mounted it: `ip netns exec` mounts the netns' own.
+        ns = self.balancer.netns
+        state = subprocess.run(["ip", "netns", "exec", ns, "cat", str(threaded)],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        if state == "1":
+            return dict(self._napi_cpus)
+        before = _napi_threads(self.balancer.ifname)
+        subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo 1 > {threaded}"],
+                       check=True)
+        new = sorted(_napi_threads(self.balancer.ifname) - before)
+        if len(new) != self.rx_queues:
+            raise LabError(f"expected {self.rx_queues} NAPI threads for {ns}/"
+                           f"{self.balancer.ifname}, found {len(new)}")
+        cpus = sorted(os.sched_getaffinity(0))
+        for i, pid in enumerate(new):
+            os.sched_setaffinity(pid, {cpus[i % len(cpus)]})
+            self._napi_cpus[pid] = cpus[i % len(cpus)]
+        return dict(self._napi_cpus)
 
     def runtime_config(self, **overrides: Any) -> RuntimeConfig:
         """The balancer's settings for this topology: one-arm XDP_TX to the router's MAC, from
@@ -689,9 +760,53 @@ class VethLab:
         for backend in self.backends:
             for address in addresses:
                 with in_netns(backend.netns):
-                    server = _BackendHTTPServer(backend.name, address, port)
+                    server = BackendHTTPServer(backend.name, address, port)
                 backend.servers.append(server)
                 server.start()
+
+    def start_backend_server(self, backend: Backend, port: int) -> BackendHTTPServer:
+        """Run an HTTP server on every address of `backend` (its own, which health checks
+        probe, and the VIPs on its lo) at `port`; it answers with the backend's name and 200
+        until told otherwise (`set_status`). Stop it with `stop_server` (the lab stops it on
+        close)."""
+        with in_netns(backend.netns):
+            server = BackendHTTPServer(backend.name, ipaddress.IPv6Address("::"), port)
+        backend.servers.append(server)
+        server.start()
+        return server
+
+    def stop_server(self, server: BackendHTTPServer) -> None:
+        """Stop a backend's HTTP server: its port refuses connections from then on."""
+        for backend in self.backends:
+            if server in backend.servers:
+                backend.servers.remove(server)
+        server.close()
+
+    def silent_listener(self, backend: Backend, port: int) -> socket.socket:
+        """A TCP socket listening on `backend`'s own IPv4 address that never accepts: the
+        kernel completes handshakes, then nothing ever answers (a hung server). Close it to
+        stop listening; the lab closes it on close."""
+        with in_netns(backend.netns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((str(backend.v4), port))
+        sock.listen(1024)
+        self._silent.append(sock)
+        return sock
+
+    def add_backend_network(self, backend: Backend, network: ipaddress.IPv4Network
+                            ) -> list[ipaddress.IPv4Address]:
+        """Put every host address of `network` on `backend`'s lo and route `network` to it in
+        the router, so the balancer (and the client) reach them; returns the addresses. For
+        many backends in one namespace (the health benchmark's 1000 listeners)."""
+        addresses = list(network.hosts())
+        with in_netns(backend.netns), IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            for address in addresses:
+                ipr.addr("add", index=lo, address=str(address), prefixlen=32)
+        with in_netns(self.router_netns), IPRoute() as ipr:
+            ipr.route("add", dst=str(network), gateway=str(backend.v4))
+        return addresses
 
     def http_connection(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
                         port: int = 80, timeout: float = 3.0) -> http.client.HTTPConnection:

@@ -98,7 +98,10 @@ class LabDaemon:
                                             preexec_fn=_die_with_parent)
         finally:
             log.close()
-        return self.wait_ready(timeout)
+        ready = self.wait_ready(timeout)
+        if ready.get("interface") == self.lab.balancer.ifname:
+            self.lab.steer_balancer_queues()  # RSS-like CPUs for the per-CPU conn table
+        return ready
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

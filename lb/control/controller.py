@@ -11,17 +11,24 @@ state (or the new one, if the commit happened) and the next start reconciles the
 from __future__ import annotations
 
 import collections
+import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 
+from lb.control import metrics
+from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
     Address,
     ApplyReport,
     BackendSpec,
+    BackendUpdate,
     ConfigDocument,
     Vip,
     VipConfig,
     VipSpec,
+    VipUpdate,
     check_backend_family,
 )
 from lb.control.service import AlreadyExists, Balancer, InvalidInput, NotFound, VipTarget
@@ -29,9 +36,7 @@ from lb.control.store import Store, Transaction
 from lb.xdp.consts import Counter
 from lb.xdp.maps import VipKey
 
-
-def _target(vip: VipConfig) -> VipTarget:
-    return VipTarget(vip.flag_bits, {b.address: b.weight for b in vip.backends})
+log = logging.getLogger("lb.controller")
 
 
 def _with(vip: Vip, **changes: object) -> Vip:
@@ -49,6 +54,11 @@ class Controller:
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
         self._next_position = store.next_position()
+        self.monitor: Monitor | None = None
+        # Slow start: when each ramping (VIP, backend) began; ramps end after slow_start_s.
+        self._ramps: dict[Target, float] = {}
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def reconcile(self) -> ApplyReport:
         """Make the kernel hold the committed state (at start: after adopting pinned maps)."""
@@ -97,18 +107,25 @@ class Controller:
 
             self._change(write, [vip.key])
 
-    def set_flags(self, vip_id: int, flags: list[str]) -> Vip:
+    def update_vip(self, vip_id: int, update: VipUpdate) -> Vip:
+        """Replace the settings `update` gives (flags, check, all_down, slow_start_s)."""
         with self.lock:
             vip = self.get_vip(vip_id)
-            new = _with(vip, flags=VipSpec(address=vip.address, port=vip.port,
-                                           protocol=vip.protocol, flags=flags).flags)
+            fields = {k: getattr(update, k) for k in update.model_fields_set}
+            try:
+                new = Vip.model_validate({**vip.model_dump(), **fields})
+            except ValueError as e:
+                raise InvalidInput(str(e)) from None
 
             def write(tx: Transaction) -> dict[int, Vip]:
-                tx.set_flags(vip_id, new.flags)
+                tx.set_settings(vip_id, new.settings())
                 return {**self.vips, vip_id: new}
 
             self._change(write, [vip.key])
             return new
+
+    def set_flags(self, vip_id: int, flags: list[str]) -> Vip:
+        return self.update_vip(vip_id, VipUpdate(flags=flags))
 
     def add_backend(self, vip_id: int, backend: BackendSpec) -> BackendSpec:
         with self.lock:
@@ -129,11 +146,15 @@ class Controller:
             self._next_position += 1
             return backend
 
-    def set_weight(self, vip_id: int, address: Address, weight: int) -> BackendSpec:
+    def update_backend(self, vip_id: int, address: Address,
+                       update: BackendUpdate) -> BackendSpec:
+        """Change a backend's weight and/or drain switch."""
         with self.lock:
             vip = self.get_vip(vip_id)
-            self._backend(vip, address)
-            updated = BackendSpec(address=address, weight=weight)
+            old = self._backend(vip, address)
+            updated = BackendSpec(
+                address=address, weight=old.weight if update.weight is None else update.weight,
+                drain=old.drain if update.drain is None else update.drain)
             new = _with(vip, backends=[updated if b.address == address else b
                                        for b in vip.backends])
 
@@ -143,6 +164,9 @@ class Controller:
 
             self._change(write, [vip.key])
             return updated
+
+    def set_weight(self, vip_id: int, address: Address, weight: int) -> BackendSpec:
+        return self.update_backend(vip_id, address, BackendUpdate(weight=weight))
 
     def remove_backend(self, vip_id: int, address: Address) -> None:
         with self.lock:
@@ -155,6 +179,45 @@ class Controller:
                 return {**self.vips, vip_id: new}
 
             self._change(write, [vip.key])
+
+    def update_backend_everywhere(self, address: Address, update: BackendUpdate) -> list[int]:
+        """Change a backend in every VIP that has it (one transaction); returns the VIP ids."""
+        return self._everywhere(address, lambda b: BackendSpec(
+            address=address, weight=b.weight if update.weight is None else update.weight,
+            drain=b.drain if update.drain is None else update.drain))
+
+    def remove_backend_everywhere(self, address: Address) -> list[int]:
+        """Take a backend out of every VIP that has it (one transaction); returns the VIP ids."""
+        return self._everywhere(address, lambda b: None)
+
+    def _everywhere(self, address: Address,
+                    change: Callable[[BackendSpec], BackendSpec | None]) -> list[int]:
+        with self.lock:
+            touched = [v for v in self.vips.values()
+                       if any(b.address == address for b in v.backends)]
+            if not touched:
+                raise NotFound(f"no VIP has backend {address}")
+            updated: dict[int, Vip] = {}
+            for v in touched:
+                backends = []
+                for b in v.backends:
+                    nb = change(b) if b.address == address else b
+                    if nb is not None:
+                        backends.append(nb)
+                updated[v.id] = _with(v, backends=backends)
+
+            def write(tx: Transaction) -> dict[int, Vip]:
+                for v in touched:
+                    new_b = next((b for b in updated[v.id].backends if b.address == address),
+                                 None)
+                    if new_b is None:
+                        tx.delete_backend(v.id, address)
+                    else:
+                        tx.put_backend(v.id, new_b, 0)
+                return {**self.vips, **updated}
+
+            self._change(write, [v.key for v in touched])
+            return [v.id for v in touched]
 
     def replace(self, document: ConfigDocument) -> ApplyReport:
         """Make the desired state exactly `document` (PUT /config): VIPs are matched by
@@ -175,11 +238,12 @@ class Controller:
                         vip_id = tx.insert_vip(config.spec())
                     else:
                         vip_id = old.id
-                        if old.flags != config.flags:
-                            tx.set_flags(vip_id, config.flags)
+                        if old.settings() != config.settings():
+                            tx.set_settings(vip_id, config.settings())
                     self._write_backends(tx, vip_id, old.backends if old else [],
                                          config.backends)
-                    new[vip_id] = Vip(id=vip_id, **config.model_dump())
+                    # Already validated as part of `document`: no second validation.
+                    new[vip_id] = Vip.model_construct(id=vip_id, **dict(config))
                 return dict(sorted(new.items()))
 
             return self._change(write, None)
@@ -189,7 +253,7 @@ class Controller:
                         new: list[BackendSpec]) -> None:
         """Rows for a VIP's backends going from `old` to `new`, stored in `new`'s order (what
         GET /config answered before a restart, it answers after)."""
-        before = {b.address: b.weight for b in old}
+        before = {b.address: b for b in old}
         after = {b.address for b in new}
         # Kept rows keep their positions and added ones go last: if that is not `new`'s
         # order, every row is written again with fresh positions.
@@ -200,7 +264,7 @@ class Controller:
             if address not in after or reordered:
                 tx.delete_backend(vip_id, address)
         for backend in new:
-            if reordered or before.get(backend.address) != backend.weight:
+            if reordered or before.get(backend.address) != backend:
                 tx.put_backend(vip_id, backend, self._next_position)
                 self._next_position += 1
 
@@ -211,10 +275,39 @@ class Controller:
                 return b
         raise NotFound(f"no backend {address} in VIP {vip.id}")
 
-    @staticmethod
-    def _targets(vips: dict[int, Vip], scope: set[VipKey] | None = None
+    def _targets(self, vips: dict[int, Vip], scope: set[VipKey] | None = None
                  ) -> dict[VipKey, VipTarget]:
-        return {v.key: _target(v) for v in vips.values() if scope is None or v.key in scope}
+        return {v.key: self._target(v) for v in vips.values()
+                if scope is None or v.key in scope}
+
+    def _state(self, vip_id: int, address: Address) -> State:
+        health = self.monitor.health((vip_id, address)) if self.monitor else None
+        return health.state if health else State.UNKNOWN
+
+    def _target(self, vip: Vip) -> VipTarget:
+        """What the kernel should hold for `vip`: its backends that are neither draining nor
+        down (unknown counts as up), at their weights (ramped during slow start). When every
+        backend not draining is down, `all_down` decides: keep the ring as it is (less the
+        backends no longer configured or draining; if none is left, every backend not
+        draining), or empty it."""
+        serving = [b for b in vip.backends if not b.drain]
+        up = {b.address: self._ramped(vip, b) for b in serving
+              if self._state(vip.id, b.address) != State.DOWN}
+        if serving and not up and vip.all_down == "keep_last_ring":
+            current = self.balancer.vips.get(vip.key)
+            last = current.backends if current is not None else {}
+            up = {b.address: b.weight for b in serving if b.address in last} or \
+                {b.address: b.weight for b in serving}
+        return VipTarget(vip.flag_bits, up)
+
+    def _ramped(self, vip: Vip, backend: BackendSpec) -> int:
+        started = self._ramps.get((vip.id, backend.address))
+        if started is None or vip.slow_start_s <= 0:
+            return backend.weight
+        fraction = (time.monotonic() - started) / vip.slow_start_s
+        if fraction >= 1:
+            return backend.weight
+        return max(1, math.ceil(backend.weight * fraction))
 
     def _change(self, write: Callable[[Transaction], dict[int, Vip]],
                 keys: Iterable[VipKey] | None) -> ApplyReport:
@@ -222,6 +315,8 @@ class Controller:
         with self.store.transaction() as tx:
             new = write(tx)
             scope = None if keys is None else set(keys)
+            before = self.vips
+            self._start_ramps(before, new)
             try:
                 report = self.balancer.reconcile(self._targets(new, scope), scope)
             except BaseException:
@@ -229,7 +324,101 @@ class Controller:
                 self.balancer.reconcile(self._targets(self.vips, scope), scope)
                 raise
         self.vips = new
+        if self._sync_checks():
+            # A backend that joined a probe already running (another VIP checks it the same
+            # way) takes that probe's verdict now, not at its next change of state.
+            report.add(self.balancer.reconcile(self._targets(new, scope), scope))
+        self._count(report)
+        self._sync_slots({b.address for v in (*before.values(), *new.values())
+                          for b in v.backends})
         return report
+
+    @staticmethod
+    def _count(report: ApplyReport) -> None:
+        if report.ring_slots_written:
+            metrics.RING_SLOTS_WRITTEN.inc(report.ring_slots_written)
+        metrics.RING_REBUILDS.inc(report.vips_changed + report.vips_added)
+
+    # --- health ---------------------------------------------------------------------
+    def attach_monitor(self, monitor: Monitor) -> None:
+        """Start health-checking (the daemon does; without a monitor every backend is up)."""
+        with self.lock:
+            self.monitor = monitor
+            self._sync_checks()
+        self._ticker = threading.Thread(target=self._tick, name="lb-slow-start", daemon=True)
+        self._ticker.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def _sync_checks(self) -> bool:
+        """Make the monitor check what the VIPs ask for; False when there is no monitor."""
+        if self.monitor is None:
+            return False
+        wanted: dict[Target, ProbeKey] = {}
+        for v in self.vips.values():
+            if v.check is None or v.check.type == "none":
+                continue
+            for b in v.backends:
+                wanted[(v.id, b.address)] = ProbeKey(b.address, v.check_port, v.check)
+        self.monitor.sync(wanted)
+        return True
+
+    def _sync_slots(self, addresses: Iterable[Address]) -> None:
+        """A backend that is down wherever it is checked, and in no ring, gets its slot
+        disabled: its connection-table entries re-decide. Any other backend's is enabled."""
+        for address in addresses:
+            targets = [(v.id, address) for v in self.vips.values()
+                       if any(b.address == address for b in v.backends)]
+            down = bool(targets) and all(self._state(*t) == State.DOWN for t in targets)
+            self.balancer.set_backend_enabled(
+                address, not (down and not self.balancer.in_any_ring(address)))
+
+    def on_health(self, targets: list[Target], state: State, health: Health) -> None:
+        """A probe's verdict changed (called by the Monitor): re-decide the affected rings.
+        Health is observed state: nothing is written to the database."""
+        metrics.HEALTH_TRANSITIONS.labels(str(state)).inc()
+        with self.lock:
+            vips = [self.vips[i] for i, _ in targets if i in self.vips]
+            if state == State.UP and health.transitions > 1:  # back from down
+                for v in vips:
+                    if v.slow_start_s > 0:
+                        self._ramps[(v.id, targets[0][1])] = time.monotonic()
+            keys = {v.key for v in vips}
+            report = self.balancer.reconcile(self._targets(self.vips, keys), keys)
+            self._count(report)
+            self._sync_slots({a for _, a in targets})
+            log.info("health event=applied state=%s backend=%s vips=%s ring_slots_written=%d",
+                     state, targets[0][1] if targets else "-",
+                     ",".join(str(v.id) for v in vips), report.ring_slots_written)
+
+    def _start_ramps(self, before: dict[int, Vip], after: dict[int, Vip]) -> None:
+        """Backends added to a VIP with slow start ramp up from now."""
+        now = time.monotonic()
+        for v in after.values():
+            if v.slow_start_s <= 0:
+                continue
+            old = {b.address for b in before[v.id].backends} if v.id in before else set()
+            for b in v.backends:
+                if b.address not in old:
+                    self._ramps[(v.id, b.address)] = now
+
+    def _tick(self) -> None:
+        """Re-apply ramping VIPs' weights about ten times per slow start; end finished ramps."""
+        while not self._stopping.wait(0.5):
+            with self.lock:
+                now = time.monotonic()
+                keys = set()
+                for (vip_id, address), started in list(self._ramps.items()):
+                    vip = self.vips.get(vip_id)
+                    if vip is None or now - started >= vip.slow_start_s:
+                        del self._ramps[(vip_id, address)]
+                    if vip is not None:
+                        keys.add(vip.key)
+                if keys:
+                    self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys))
 
     # --- observed state -------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
@@ -266,3 +455,69 @@ class Controller:
                                  "ring_slots": slots[index], "packets": bp, "bytes": bb})
             return {"id": vip_id, "packets": packets, "bytes": nbytes,
                     "ring_size": self.balancer.sizes.ring_size, "backends": backends}
+
+    def backend_statuses(self, vip_id: int, conn_entries: bool = False) -> list[dict[str, object]]:
+        """Each backend of a VIP as configured and as observed: state (up, down, draining,
+        unknown), the last check's result, time in state, whether it is in the ring, its
+        effective weight, and (for draining backends, or all with `conn_entries`) how many
+        connection-table entries still point at it."""
+        with self.lock:
+            vip = self.get_vip(vip_id)
+            current = self.balancer.vips[vip.key].backends
+            counts: collections.Counter[int] | None = None
+            if conn_entries or any(b.drain for b in vip.backends):
+                counts = collections.Counter(i for _, i in self.balancer.dp.conn_table())
+            out = []
+            for b in vip.backends:
+                health = self.monitor.health((vip_id, b.address)) if self.monitor else None
+                state = State.UNKNOWN if health is None else health.state
+                entry: dict[str, object] = {
+                    **b.model_dump(mode="json"),
+                    "state": "draining" if b.drain else str(state),
+                    "health": None if health is None else health.as_dict(),
+                    "in_ring": b.address in current,
+                    "effective_weight": current.get(b.address, 0),
+                }
+                if counts is not None and (b.drain or conn_entries):
+                    index = self.balancer.backend_index_or_none(b.address)
+                    entry["conn_table_entries"] = counts[index] if index else 0
+                out.append(entry)
+            return out
+
+    def check_schedule(self) -> list[dict[str, object]]:
+        """Each probe with the start times of its last checks (CLOCK_MONOTONIC seconds, the
+        clock every process on the host shares): how evenly and punctually checks run."""
+        if self.monitor is None:
+            return []
+        return [{"address": str(k.address), "port": k.port, "type": k.spec.type,
+                 "interval_s": k.spec.interval_s, "starts": starts}
+                for k, starts in self.monitor.start_times().items()]
+
+    def all_down(self, vip_id: int) -> bool:
+        """True when every backend of the VIP that is not draining is down."""
+        with self.lock:
+            vip = self.get_vip(vip_id)
+            serving = [b for b in vip.backends if not b.drain]
+            return bool(serving) and all(self._state(vip_id, b.address) == State.DOWN
+                                         for b in serving)
+
+    def metrics_snapshot(self) -> dict[str, object]:
+        """What /metrics reports from the kernel and the health checks, read now."""
+        with self.lock:
+            dp = self.balancer.dp
+            vips = []
+            health: collections.Counter[str] = collections.Counter()
+            for v in self.vips.values():
+                state = self.balancer.vips.get(v.key)
+                if state is None:
+                    continue
+                packets, nbytes = dp.vip_stats(state.num)
+                backends = []
+                for b in v.backends:
+                    index = self.balancer.backend_index_or_none(b.address)
+                    bp, bb = dp.backend_stats(index) if index else (0, 0)
+                    backends.append({"address": str(b.address), "packets": bp, "bytes": bb})
+                    health["draining" if b.drain else str(self._state(v.id, b.address))] += 1
+                vips.append({"vip": f"{v.address}:{v.port}/{v.protocol}", "packets": packets,
+                             "bytes": nbytes, "backends": backends})
+            return {"counters": dp.counters(), "vips": vips, "health": dict(health)}

@@ -27,6 +27,7 @@ from api.app import create_app
 from lb import netns
 from lb.control import netinfo
 from lb.control.controller import Controller
+from lb.control.health import Monitor
 from lb.control.model import ApplyReport
 from lb.control.service import Balancer
 from lb.control.settings import Settings
@@ -70,7 +71,9 @@ class Runtime:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says TCP, and without it a response waits on the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
@@ -110,6 +113,9 @@ def run(settings: Settings) -> None:
     log.info("reconciled %d VIPs from %s with %d adopted from %s: %s", len(controller.vips),
              settings.database, runtime.adopted_vips, settings.pin_dir, runtime.startup)
     runtime.mode = loader.attach(program.fd, iface.index, settings.xdp_mode)
+    # Health checks start after the first reconcile: until a backend's first verdict it
+    # counts as up, so a restart keeps every ring as it was.
+    controller.attach_monitor(Monitor(controller.on_health))
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
 
@@ -128,6 +134,7 @@ def run(settings: Settings) -> None:
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        controller.close()
         store.close()
         log.info("stopped; the XDP program stays attached to %s (lb detach removes it)",
                  iface.name)

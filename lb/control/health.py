@@ -19,37 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from lb.control.model import Address
+from lb.control.model import Address, CheckSpec
 
 log = logging.getLogger("lb.health")
-
-Seconds = Annotated[float, Field(gt=0, le=3600)]
-Count = Annotated[int, Field(strict=True, ge=1, le=100)]
-
-
-class CheckSpec(BaseModel):
-    """How a VIP's backends are checked (one per VIP; defaults give a TCP connect check)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["tcp", "http", "https", "udp", "none"] = "tcp"
-    port: int | None = Field(None, ge=1, le=65535,
-                             description="port to probe; default: the VIP's port")
-    interval_s: Seconds = 2.0
-    timeout_s: Seconds = 1.0
-    rise: Count = 2
-    fall: Count = 3
-    http_path: str = "/"
-    http_host: str | None = Field(None, description="Host header; default: the backend")
-    http_status: int = Field(200, ge=100, le=599)
-    http_body: str | None = Field(None, description="substring the body must contain")
-    udp_payload: str = Field("", description="datagram sent (UTF-8)")
-    udp_expect: str | None = Field(None, description="substring the reply must contain")
-
 
 class State(enum.StrEnum):
     """A backend's health as seen by its checks."""
@@ -296,5 +270,9 @@ class Monitor:
                                                      job.health)
                 except Exception:  # noqa: BLE001 (logged; the checks go on)
                     log.exception("health: applying %s for %s failed", changed, key.address)
-            next_at += spec.interval_s
-            await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            # The next start is one interval after this one; a check that overran its slot
+            # (timeout > interval) is followed by one at once, never by a burst making up for
+            # the slots it missed (that would count `rise` successes in less than rise x
+            # interval).
+            next_at = max(next_at + spec.interval_s, self._loop.time())
+            await asyncio.sleep(next_at - self._loop.time())

@@ -69,16 +69,53 @@ Flags = Annotated[list[FlagName], AfterValidator(_unique_sorted)]  # type: ignor
 
 
 class BackendSpec(_Strict):
-    """A backend of a VIP: its address (the outer destination) and weight."""
+    """A backend of a VIP: its address (the outer destination), weight, and drain switch."""
 
     address: IpAddress
     weight: Weight = 1
+    drain: bool = Field(False, strict=True, description="take no new flows; established "
+                        "flows stay until they end")
 
 
-class WeightUpdate(_Strict):
-    """A new weight for an existing backend."""
+class BackendUpdate(_Strict):
+    """New weight and/or drain switch for an existing backend (PATCH)."""
 
-    weight: Weight
+    weight: Weight | None = None
+    drain: bool | None = Field(None, strict=True)
+
+    @model_validator(mode="after")
+    def _something(self) -> BackendUpdate:
+        if self.weight is None and self.drain is None:
+            raise ValueError("give weight and/or drain")
+        return self
+
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+Count = Annotated[int, Field(strict=True, ge=1, le=100)]
+
+
+class CheckSpec(_Strict):
+    """How a VIP's backends are health-checked (all fields have defaults: `{}` is a TCP
+    connect to the VIP's port every 2 s, up after 2 successes, down after 3 failures)."""
+
+    type: Literal["tcp", "http", "https", "udp", "none"] = "tcp"
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="port to probe on the backend; default: the VIP's")
+    interval_s: Seconds = 2.0
+    timeout_s: Seconds = 1.0
+    rise: Count = Field(2, description="consecutive successes to come up")
+    fall: Count = Field(3, description="consecutive failures to go down")
+    http_path: str = "/"
+    http_host: str | None = Field(None, description="Host header; default: the backend")
+    http_status: int = Field(200, ge=100, le=599, description="expected status")
+    http_body: str | None = Field(None, description="substring the body must contain")
+    udp_payload: str = Field("", description="datagram sent (UTF-8)")
+    udp_expect: str | None = Field(None, description="substring the reply must contain")
+
+
+AllDown = Literal["keep_last_ring", "drop"]
+SlowStart = Annotated[float, Field(ge=0, le=3600, description="seconds over which a backend "
+                                   "that comes up ramps from weight 1 to its weight; 0 = off")]
 
 
 class FlagsUpdate(_Strict):
@@ -87,13 +124,58 @@ class FlagsUpdate(_Strict):
     flags: Flags
 
 
+# A VIP's health check; null: not checked, every backend counts as up.
+Check = Annotated[CheckSpec | None, Field(description="health check of the backends; null: "
+                                          "not checked, every backend counts as up")]
+# What happens when every backend is down.
+AllDownRule = Annotated[AllDown, Field(description="when every backend is down: keep sending "
+                                       "on the last ring, or drop (counted as no_backend)")]
+FlagList = Annotated[Flags, Field(description=f"any of {sorted(VIP_FLAGS)}")]
+
+
+class VipSettings(_Strict):
+    """What a VIP can change after creation: flags, health check, all-down rule, slow start."""
+
+    flags: FlagList = []
+    check: Check = None
+    all_down: AllDownRule = "keep_last_ring"
+    slow_start_s: SlowStart = 0.0
+
+
+class VipUpdate(_Strict):
+    """PATCH /vips/{id}: the settings given replace the VIP's (others stay)."""
+
+    flags: FlagList | None = None
+    check: Check = None
+    all_down: AllDownRule | None = None
+    slow_start_s: SlowStart | None = None
+
+
 class VipSpec(_Strict):
-    """A VIP as created: (address, port, protocol) and its flags."""
+    """A VIP as created: (address, port, protocol) and its settings."""
 
     address: IpAddress
     port: Port
     protocol: Protocol = "tcp"
-    flags: Flags = Field(default_factory=list, description=f"any of {sorted(VIP_FLAGS)}")
+    flags: FlagList = []
+    check: Check = None
+    all_down: AllDownRule = "keep_last_ring"
+    slow_start_s: SlowStart = 0.0
+
+    @model_validator(mode="after")
+    def _check_port(self) -> VipSpec:
+        if (self.check is not None and self.check.type != "none" and self.check.port is None
+                and self.port == 0):
+            raise ValueError("check.port: required for a VIP of every port (port 0)")
+        return self
+
+    def settings(self) -> VipSettings:
+        return VipSettings(flags=self.flags, check=self.check, all_down=self.all_down,
+                           slow_start_s=self.slow_start_s)
+
+    @property
+    def check_port(self) -> int:
+        return (self.check.port if self.check and self.check.port else None) or self.port
 
     @property
     def key(self) -> VipKey:
@@ -136,14 +218,20 @@ class VipConfig(VipSpec):
         return self
 
     def spec(self) -> VipSpec:
-        return VipSpec(address=self.address, port=self.port, protocol=self.protocol,
-                       flags=self.flags)
+        return VipSpec(**self.model_dump(exclude={"backends", "id"}))
 
 
 class Vip(VipConfig):
     """A VIP as the API returns it: with its id (stable for the VIP's life)."""
 
     id: int
+
+
+class VipView(Vip):
+    """A VIP with what is observed about it: whether every backend is down (its `all_down`
+    rule is then in force)."""
+
+    all_backends_down: bool = False
 
 
 class ConfigDocument(_Strict):

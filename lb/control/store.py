@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lb.control.model import Address, BackendSpec, Vip, VipSpec
+from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
 
 SCHEMA_VERSION = 1
 
@@ -28,13 +28,14 @@ CREATE TABLE IF NOT EXISTS vips (
     address TEXT NOT NULL,
     port INTEGER NOT NULL,
     protocol TEXT NOT NULL,
-    flags TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL,  -- JSON of lb.control.model.VipSettings
     UNIQUE (address, port, protocol)
 );
 CREATE TABLE IF NOT EXISTS backends (
     vip_id INTEGER NOT NULL REFERENCES vips(id) ON DELETE CASCADE,
     address TEXT NOT NULL,
     weight INTEGER NOT NULL,
+    drain INTEGER NOT NULL DEFAULT 0,
     position INTEGER NOT NULL,
     PRIMARY KEY (vip_id, address)
 );
@@ -53,26 +54,23 @@ class Transaction:
 
     def insert_vip(self, spec: VipSpec) -> int:
         cur = self._db.execute(
-            "INSERT INTO vips (address, port, protocol, flags) VALUES (?, ?, ?, ?)",
-            (str(spec.address), spec.port, spec.protocol, ",".join(spec.flags)))
+            "INSERT INTO vips (address, port, protocol, settings) VALUES (?, ?, ?, ?)",
+            (str(spec.address), spec.port, spec.protocol, spec.settings().model_dump_json()))
         return int(cur.lastrowid)
-
-    def insert_vip_with_id(self, vip_id: int, spec: VipSpec) -> None:
-        self._db.execute(
-            "INSERT INTO vips (id, address, port, protocol, flags) VALUES (?, ?, ?, ?, ?)",
-            (vip_id, str(spec.address), spec.port, spec.protocol, ",".join(spec.flags)))
 
     def delete_vip(self, vip_id: int) -> None:
         self._db.execute("DELETE FROM vips WHERE id = ?", (vip_id,))
 
-    def set_flags(self, vip_id: int, flags: list[str]) -> None:
-        self._db.execute("UPDATE vips SET flags = ? WHERE id = ?", (",".join(flags), vip_id))
+    def set_settings(self, vip_id: int, settings: VipSettings) -> None:
+        self._db.execute("UPDATE vips SET settings = ? WHERE id = ?",
+                         (settings.model_dump_json(), vip_id))
 
     def put_backend(self, vip_id: int, backend: BackendSpec, position: int) -> None:
         self._db.execute(
-            "INSERT INTO backends (vip_id, address, weight, position) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (vip_id, address) DO UPDATE SET weight = excluded.weight",
-            (vip_id, str(backend.address), backend.weight, position))
+            "INSERT INTO backends (vip_id, address, weight, drain, position) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (vip_id, address) "
+            "DO UPDATE SET weight = excluded.weight, drain = excluded.drain",
+            (vip_id, str(backend.address), backend.weight, int(backend.drain), position))
 
     def delete_backend(self, vip_id: int, address: Address) -> None:
         self._db.execute("DELETE FROM backends WHERE vip_id = ? AND address = ?",
@@ -124,14 +122,15 @@ class Store:
     def load(self) -> dict[int, Vip]:
         """Every VIP with its backends (in the order they were added), by id."""
         backends: dict[int, list[BackendSpec]] = {}
-        for vip_id, address, weight in self._db.execute(
-                "SELECT vip_id, address, weight FROM backends ORDER BY vip_id, position"):
-            backends.setdefault(vip_id, []).append(
-                BackendSpec(address=ipaddress.ip_address(address), weight=weight))
+        for vip_id, address, weight, drain in self._db.execute(
+                "SELECT vip_id, address, weight, drain FROM backends "
+                "ORDER BY vip_id, position"):
+            backends.setdefault(vip_id, []).append(BackendSpec(
+                address=ipaddress.ip_address(address), weight=weight, drain=bool(drain)))
         vips = {}
-        for vip_id, address, port, protocol, flags in self._db.execute(
-                "SELECT id, address, port, protocol, flags FROM vips ORDER BY id"):
+        for vip_id, address, port, protocol, settings in self._db.execute(
+                "SELECT id, address, port, protocol, settings FROM vips ORDER BY id"):
             vips[vip_id] = Vip(id=vip_id, address=ipaddress.ip_address(address), port=port,
-                               protocol=protocol, flags=[f for f in flags.split(",") if f],
-                               backends=backends.get(vip_id, []))
+                               protocol=protocol, backends=backends.get(vip_id, []),
+                               **VipSettings.model_validate_json(settings).model_dump())
         return vips

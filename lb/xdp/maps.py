@@ -10,6 +10,7 @@ tables are per-CPU arrays of 2-way sets, read and written in batches (lb.xdp.bat
 
 from __future__ import annotations
 
+import array
 import ctypes
 import ipaddress
 import mmap
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from lb.xdp import batch
+from lb.xdp import _ringio, batch
 from lb.xdp.consts import CT_TIME_SHIFT, CT_WAYS, BackendFlag, Counter
 from lb.xdp.flowhash import Address, conn_table_set, filter_slot, vip_index_slot, words
 from lb.xdp.loader import Program
@@ -103,6 +104,8 @@ class Dataplane:
         self._rings_mmap = mmap.mmap(rings.get_fd(), length, mmap.MAP_SHARED,
                                      mmap.PROT_READ | mmap.PROT_WRITE)
         self._slots = memoryview(self._rings_mmap).cast("H")
+        # Backend index i is its own id: ring writes given plain indexes.
+        self._identity = array.array("H", range(self.sizes.max_backends))
         self._cpus = batch.possible_cpus()
         # VIP index slot (family, slot) -> {VIP: (vip_num, flags)} of the VIPs that hash to
         # it; built from the VIP hash maps (the authority) on first use.
@@ -245,11 +248,16 @@ class Dataplane:
         return len(want ^ had)
 
     # --- backends -------------------------------------------------------------------
-    def set_backend(self, index: int, address: Address) -> None:
-        """Put a backend in slot `index` (1..max_backends-1; 0 means "none")."""
+    def set_backend(self, index: int, address: Address, enabled: bool = True) -> None:
+        """Put a backend in slot `index` (1..max_backends-1; 0 means "none").
+
+        A disabled slot keeps its address (so a restarted control plane finds it) but the
+        program treats it as empty: ring slots naming it drop, table entries re-decide.
+        """
         if not 1 <= index < self.sizes.max_backends:
             raise ValueError(f"backend index {index} outside 1..{self.sizes.max_backends - 1}")
-        flags = BackendFlag.VALID | (BackendFlag.IPV6 if address.version == 6 else 0)
+        flags = (BackendFlag.VALID if enabled else 0) | \
+            (BackendFlag.IPV6 if address.version == 6 else 0)
         self.program.table("backends")[_U32(index)] = Backend(
             addr=_words_array(address), flags=int(flags))
 
@@ -258,10 +266,17 @@ class Dataplane:
         self.program.table("backends")[_U32(index)] = Backend()
 
     def backend(self, index: int) -> Address | None:
+        """The address in slot `index` if the slot is enabled."""
+        address, enabled = self.backend_slot(index)
+        return address if enabled else None
+
+    def backend_slot(self, index: int) -> tuple[Address | None, bool]:
+        """(address, enabled) of slot `index`; (None, False) when empty."""
         b = self.program.table("backends")[_U32(index)]
-        if not b.flags & BackendFlag.VALID:
-            return None
-        return _addr_from_words(b.addr, bool(b.flags & BackendFlag.IPV6))
+        v6 = bool(b.flags & BackendFlag.IPV6)
+        if not b.flags & BackendFlag.VALID and not any(b.addr[: 4 if v6 else 1]):
+            return None, False
+        return _addr_from_words(b.addr, v6), bool(b.flags & BackendFlag.VALID)
 
     # --- rings ----------------------------------------------------------------------
     def _ring_span(self, vip_num: int) -> tuple[int, int]:
@@ -275,23 +290,23 @@ class Dataplane:
         start, end = self._ring_span(vip_num)
         return self._slots[start:end].tolist()
 
-    def write_ring(self, vip_num: int, ring: Sequence[int]) -> int:
-        """Make a VIP's ring equal `ring` (backend indexes), writing only slots that differ.
+    def write_ring(self, vip_num: int, ring: Sequence[int],
+                   ids: array.array | None = None) -> int:
+        """Make a VIP's ring hold `ring`, writing only slots that differ; returns how many.
 
-        Returns the number of slots written. Each slot is one aligned 2-byte store, so
-        the data plane reads either the old or the new backend, never a mix.
+        Without `ids`, `ring` holds backend indexes. With `ids` (array('H')), `ring` is an
+        array('I') of member positions, as build_ring returns, and slot s gets ids[ring[s]].
+        Each slot is one aligned 2-byte store (lb/xdp/_ringio.c), so the data plane reads
+        either the old or the new backend, never a mix.
         """
         if len(ring) != self.sizes.ring_size:
             raise ValueError(f"ring has {len(ring)} slots, expected {self.sizes.ring_size}")
+        if ids is None:
+            ring = ring if isinstance(ring, array.array) and ring.typecode == "I" \
+                else array.array("I", ring)
+            ids = self._identity
         start, end = self._ring_span(vip_num)
-        current = self._slots[start:end].tolist()
-        written = 0
-        slots = self._slots
-        for i, (old, new) in enumerate(zip(current, ring, strict=True)):
-            if old != new:
-                slots[start + i] = new
-                written += 1
-        return written
+        return _ringio.apply(ring, ids, self._slots[start:end])
 
     # --- counters and stats ---------------------------------------------------------
     def counters(self) -> dict[str, int]:

@@ -57,7 +57,7 @@ def test_concurrent_backend_changes_all_land_and_the_kernel_matches(
     assert not failed, failed
 
     expected = {vip_id: {str(b.v4): 1 for b in lab.backends} for vip_id in vip_ids}
-    for kind, vip_id, address, weight in jobs:
+    for _kind, vip_id, address, weight in jobs:
         expected[vip_id][address] = weight
     for vip_id in vip_ids:
         got = check(api.get(f"/vips/{vip_id}/backends"), 200)

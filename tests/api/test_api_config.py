@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import check, error_fields, predict, route_flows, vip_doc
+from api_helpers import check, error_fields, essence, predict, route_flows, vip_doc
 
 from lb.lab import VethLab
 
@@ -28,7 +28,7 @@ def test_put_config_applies_the_document_and_get_returns_it(api, api_lab: VethLa
     assert report["vips_added"] == 3 and report["vips_removed"] == report["vips_changed"] == 0
     # Each VIP's ring is written in full from empty (65537 slots each).
     assert report["ring_slots_written"] == 3 * 65537
-    assert check(api.get("/config"), 200) == doc
+    assert essence(check(api.get("/config"), 200)["vips"]) == essence(doc["vips"])
     vips = check(api.get("/vips"), 200)
     assert [(v["address"], v["port"]) for v in vips] == [(v["address"], v["port"])
                                                            for v in doc["vips"]]
@@ -47,7 +47,7 @@ def test_same_document_twice_changes_nothing(api, api_lab: VethLab) -> None:
     assert check(api.put("/config", json=doc), 200) == {
         "vips_added": 0, "vips_removed": 0, "vips_changed": 0, "ring_slots_written": 0}
     assert [v["id"] for v in check(api.get("/vips"), 200)] == ids
-    assert check(api.get("/config"), 200) == doc
+    assert essence(check(api.get("/config"), 200)["vips"]) == essence(doc["vips"])
     # GET /config fed back as is is the same document.
     assert check(api.put("/config", json=check(api.get("/config"), 200)), 200)[
         "ring_slots_written"] == 0
@@ -69,8 +69,8 @@ def test_matched_vips_keep_their_ids_others_come_and_go(api, api_lab: VethLab) -
         assert now[(v["address"], v["port"])] == ids[(v["address"], v["port"])]
     assert (dropped["address"], dropped["port"]) not in now
     assert now[(added["address"], added["port"])] > max(ids.values())
-    by_key = {(v["address"], v["port"]): v for v in check(api.get("/config"), 200)["vips"]}
-    assert by_key == {(v["address"], v["port"]): v for v in new_doc["vips"]}
+    stored = essence(check(api.get("/config"), 200)["vips"])
+    assert sorted(stored, key=str) == sorted(essence(new_doc["vips"]), key=str)
 
 
 # One invalid item anywhere: (what is wrong, how to break a valid document, field named).
@@ -151,4 +151,4 @@ def test_document_that_fits_only_after_its_removals_is_accepted(api) -> None:
     assert len(first.keys() | second.keys()) == MAX_BACKENDS
     report = check(api.put("/config", json=doc), 200)
     assert report["vips_changed"] == 2
-    assert check(api.get("/config"), 200) == doc
+    assert essence(check(api.get("/config"), 200)["vips"]) == essence(doc["vips"])

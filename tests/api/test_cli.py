@@ -23,6 +23,7 @@ import pytest
 
 from lb import client_cli
 from lb.cli import main
+from lb.control.model import ConfigDocument
 from lb.lab import VethLab, remove_leftovers
 from lb.labdaemon import LabDaemon, free_port
 
@@ -165,13 +166,19 @@ def test_vip_flags_shows_sets_and_clears(lb: Lb, api: httpx.Client) -> None:
 
 
 # --- backends ----------------------------------------------------------------------------
+def _configured(api: httpx.Client, vip_id: str) -> list[dict[str, object]]:
+    """The VIP's backends as configured (address, weight), from GET /vips/{id}/backends."""
+    return [{"address": b["address"], "weight": b["weight"]}
+            for b in api.get(f"/vips/{vip_id}/backends").json()]
+
+
 def test_backend_add_list_weight_remove(lb: Lb, api: httpx.Client) -> None:
     vip_id = str(_vip_id(lb("vip", "add", "10.100.0.1", "80", "--json")))
     run = lb("backend", "add", vip_id, "10.1.0.2", "--weight", "3")
     assert run.code == client_cli.EXIT_OK, run.err
     assert run.out == f"added backend 10.1.0.2 (weight 3) to VIP {vip_id}\n"
     assert lb("backend", "add", vip_id, "10.1.1.2", "--json").json() == {
-        "address": "10.1.1.2", "weight": 1}
+        "address": "10.1.1.2", "weight": 1, "drain": False}
 
     run = lb("backend", "list", vip_id)
     header, _, *rows = run.out.splitlines()
@@ -183,22 +190,20 @@ def test_backend_add_list_weight_remove(lb: Lb, api: httpx.Client) -> None:
 
     run = lb("backend", "weight", vip_id, "10.1.1.2", "5")
     assert run.out == f"backend 10.1.1.2 of VIP {vip_id}: weight 5\n"
-    assert api.get(f"/vips/{vip_id}/backends").json()[1] == {"address": "10.1.1.2",
-                                                              "weight": 5}
+    assert _configured(api, vip_id)[1] == {"address": "10.1.1.2", "weight": 5}
     assert "10.1.1.2       5" in lb("vip", "show", vip_id).out
 
     run = lb("backend", "remove", vip_id, "10.1.0.2")
     assert run.code == client_cli.EXIT_OK
     assert run.out.startswith(f"removed backend 10.1.0.2 from VIP {vip_id}")
-    assert api.get(f"/vips/{vip_id}/backends").json() == [{"address": "10.1.1.2", "weight": 5}]
+    assert _configured(api, vip_id) == [{"address": "10.1.1.2", "weight": 5}]
 
 
 def test_backend_commands_take_ipv6_addresses(lb: Lb, api: httpx.Client) -> None:
     vip_id = str(_vip_id(lb("vip", "add", "fd00:100::1", "80", "--json")))
     assert lb("backend", "add", vip_id, "fd00:1::2").code == client_cli.EXIT_OK
     assert lb("backend", "weight", vip_id, "fd00:1::2", "7").code == client_cli.EXIT_OK
-    assert api.get(f"/vips/{vip_id}/backends").json() == [{"address": "fd00:1::2",
-                                                           "weight": 7}]
+    assert _configured(api, vip_id) == [{"address": "fd00:1::2", "weight": 7}]
     assert lb("backend", "remove", vip_id, "fd00:1::2").code == client_cli.EXIT_OK
     assert api.get(f"/vips/{vip_id}/backends").json() == []
 
@@ -284,7 +289,8 @@ def test_config_import_reads_stdin(lb: Lb, api: httpx.Client,
     run = lb("config", "import", "-")
     assert run.code == client_cli.EXIT_OK, run.err
     assert "1 VIPs added" in run.out
-    assert api.get("/config").json() == document
+    assert api.get("/config").json() == ConfigDocument.model_validate(document).model_dump(
+        mode="json")
 
 
 # --- errors and exit codes ---------------------------------------------------------------

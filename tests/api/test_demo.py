@@ -8,21 +8,25 @@ from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
 
+from lb.labdaemon import PIN_PREFIX
 from lb.xdp.loader import BPFFS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
-    pins_before = set(BPFFS.iterdir())
-    result = subprocess.run([sys.executable, "-m", "lb.demo", "--requests", "60",
-                             "--prefix", "lbdt"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    demo = subprocess.Popen([sys.executable, "-m", "lb.demo", "--requests", "60",
+                             "--prefix", "lbdt"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = demo.communicate(timeout=180)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, out + err
     assert "POST /vips {'address': '10.100.0.1', 'port': 80, 'protocol': 'tcp'}" in out
     assert "DELETE /vips/1/backends/" in out
     assert "established flow kept its backend, new flows avoided it: yes" in out
     assert "(none left)" in out
     assert not [n for n in pyroute2_netns.listnetns() if n.startswith("lbdt")]
-    assert set(BPFFS.iterdir()) == pins_before
+    # The demo's daemon pinned its maps under lb-lab-<demo pid>-<port>: gone.
+    assert not list(BPFFS.glob(f"{PIN_PREFIX}{demo.pid}-*"))

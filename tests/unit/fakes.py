@@ -22,6 +22,7 @@ class RecordingDataplane:
         self.markers: set[Address] = set()
         self.filter_addresses: list[Address] = []
         self.backends: dict[int, Address] = {}
+        self.disabled: set[int] = set()
         self.rings: dict[int, list[int]] = {}
         self.conn: dict[tuple, int] = {}
 
@@ -31,6 +32,7 @@ class RecordingDataplane:
         rings = {num: ring for num, ring in self.rings.items() if any(ring)}
         return copy.deepcopy({"vips": self.vip_entries, "markers": self.markers,
                               "filter": set(self.filter_addresses), "backends": self.backends,
+                              "disabled": self.disabled,
                               "rings": rings, "conn": self.conn})
 
     # --- VIPs -----------------------------------------------------------------------
@@ -54,22 +56,33 @@ class RecordingDataplane:
         return 0
 
     # --- backends -------------------------------------------------------------------
-    def set_backend(self, index: int, address: Address) -> None:
+    def set_backend(self, index: int, address: Address, enabled: bool = True) -> None:
         assert 1 <= index < self.sizes.max_backends, index
         self.backends[index] = address
+        if enabled:
+            self.disabled.discard(index)
+        else:
+            self.disabled.add(index)
 
     def clear_backend(self, index: int) -> None:
         self.backends.pop(index, None)
+        self.disabled.discard(index)
 
     def backend(self, index: int) -> Address | None:
-        return self.backends.get(index)
+        return None if index in self.disabled else self.backends.get(index)
+
+    def backend_slot(self, index: int) -> tuple[Address | None, bool]:
+        address = self.backends.get(index)
+        return address, address is not None and index not in self.disabled
 
     # --- rings ----------------------------------------------------------------------
     def read_ring(self, num: int) -> list[int]:
         return list(self.rings.get(num, [0] * self.sizes.ring_size))
 
-    def write_ring(self, num: int, ring) -> int:
+    def write_ring(self, num: int, ring, ids=None) -> int:
         assert 0 <= num < self.sizes.max_vips, num
+        if ids is not None:
+            ring = [ids[m] for m in ring]
         old = self.read_ring(num)
         self.rings[num] = list(ring)
         return sum(a != b for a, b in zip(old, ring, strict=True))
@@ -95,7 +108,9 @@ class FailingDataplane(RecordingDataplane):
     def fail_ring_write(self, n: int = 1) -> None:
         self._fail_at = self.ring_writes + n
 
-    def write_ring(self, num: int, ring) -> int:
+    def write_ring(self, num: int, ring, ids=None) -> int:
+        if ids is not None:
+            ring = [ids[m] for m in ring]
         self.ring_writes += 1
         if self.ring_writes == self._fail_at:
             self._fail_at = None

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lb.control.health import CheckSpec, Health, Monitor, ProbeKey, State, probe
+from lb.control.health import Health, Monitor, ProbeKey, State, probe
+from lb.control.model import CheckSpec
 
 LOCAL = ipaddress.ip_address("127.0.0.1")
 

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from lb.control.model import (
     MAX_WEIGHT,
     BackendSpec,
+    BackendUpdate,
     ConfigDocument,
     FlagsUpdate,
     VipConfig,
     VipSpec,
-    WeightUpdate,
 )
 from lb.xdp.consts import VipFlag
 
@@ -79,18 +79,18 @@ def test_bad_weight_is_rejected(weight):
     with pytest.raises(ValidationError, match="weight"):
         BackendSpec(address="10.1.0.1", weight=weight)
     with pytest.raises(ValidationError, match="weight"):
-        WeightUpdate(weight=weight)
+        BackendUpdate(weight=weight)
 
 
 def test_weight_defaults_to_one_and_accepts_the_maximum():
     assert BackendSpec(address="10.1.0.1").weight == 1
-    assert WeightUpdate(weight=MAX_WEIGHT).weight == MAX_WEIGHT
+    assert BackendUpdate(weight=MAX_WEIGHT).weight == MAX_WEIGHT
 
 
 @pytest.mark.parametrize("model, fields", [
     (VipSpec, {"address": "10.0.0.1", "port": 80, "colour": "blue"}),
     (BackendSpec, {"address": "10.1.0.1", "wieght": 2}),
-    (WeightUpdate, {"weight": 2, "address": "10.1.0.1"}),
+    (BackendUpdate, {"weight": 2, "address": "10.1.0.1"}),
     (FlagsUpdate, {"flags": [], "extra": 1}),
     (ConfigDocument, {"vips": [], "version": 2}),
     (VipConfig, {"address": "10.0.0.1", "port": 80, "id": 3}),

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from lb.control.model import BackendSpec, VipSpec
+from lb.control.model import BackendSpec, VipSettings, VipSpec
 from lb.control.store import SCHEMA_VERSION, Store, StoreError
 
 ip = ipaddress.ip_address
@@ -72,7 +72,7 @@ def test_a_transaction_that_raises_rolls_back_every_write(store):
         tx.insert_vip(_vip("10.0.0.2"))
         tx.put_backend(kept, _backend("10.1.0.2"), 2)
         tx.put_backend(kept, _backend("10.1.0.1", 9), 1)
-        tx.set_flags(kept, ["no_conn_table"])
+        tx.set_settings(kept, VipSettings(flags=["no_conn_table"]))
         raise RuntimeError("boom")
     assert store.load() == before
     # The store is usable afterwards (no transaction left open).
@@ -103,13 +103,6 @@ def test_vip_ids_are_never_reused_after_delete(store, path):
     store.close()
     with Store(path).transaction() as tx:
         assert tx.insert_vip(_vip("10.0.0.2")) > again
-
-
-def test_insert_with_an_explicit_id_keeps_that_id(store):
-    with store.transaction() as tx:
-        tx.insert_vip_with_id(42, _vip())
-        after = tx.insert_vip(_vip("10.0.0.2"))
-    assert list(store.load()) == [42, after] and after > 42
 
 
 def test_put_backend_again_updates_the_weight_in_place(store):
