@@ -68,6 +68,7 @@ import socket
 import socketserver
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -315,6 +316,7 @@ class BackendHTTPServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self.backend_name = backend_name
         self._statuses = itertools.cycle([200])
+        self.requests = 0  # requests answered so far
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         super().__init__((str(address), port), _BackendHandler)
@@ -328,6 +330,7 @@ class BackendHTTPServer(ThreadingHTTPServer):
 
     def next_status(self) -> int:
         with self._lock:
+            self.requests += 1
             return next(self._statuses)
 
     def server_bind(self) -> None:
@@ -337,6 +340,11 @@ class BackendHTTPServer(ThreadingHTTPServer):
         # HTTPServer.server_bind would resolve the VIP's name (DNS inside the lab: slow, useless).
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A TCP health check connects and resets: the connection's end, not the server's error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         with self._lock:

@@ -59,6 +59,15 @@ class Controller:
         self._ramps: dict[Target, float] = {}
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Checked backends that the adopted kernel state had out of their VIP's ring: until
+        # their first verdict they stay out (a restart must not send flows to a dead backend).
+        self._found_out: set[Target] = set()
+        for v in self.vips.values():
+            adopted = balancer.vips.get(v.key)
+            if v.check is None or adopted is None or not adopted.backends:
+                continue
+            self._found_out |= {(v.id, b.address) for b in v.backends
+                                if not b.drain and b.address not in adopted.backends}
 
     def reconcile(self) -> ApplyReport:
         """Make the kernel hold the committed state (at start: after adopting pinned maps)."""
@@ -281,8 +290,12 @@ class Controller:
                 if scope is None or v.key in scope}
 
     def _state(self, vip_id: int, address: Address) -> State:
+        """A backend's health; before its first verdict, UNKNOWN (counts as up), or DOWN if
+        the kernel had it out of the ring when this daemon started."""
         health = self.monitor.health((vip_id, address)) if self.monitor else None
-        return health.state if health else State.UNKNOWN
+        if health is not None and health.state != State.UNKNOWN:
+            return health.state
+        return State.DOWN if (vip_id, address) in self._found_out else State.UNKNOWN
 
     def _target(self, vip: Vip) -> VipTarget:
         """What the kernel should hold for `vip`: its backends that are neither draining nor
@@ -381,6 +394,7 @@ class Controller:
         Health is observed state: nothing is written to the database."""
         metrics.HEALTH_TRANSITIONS.labels(str(state)).inc()
         with self.lock:
+            self._found_out.difference_update(targets)
             vips = [self.vips[i] for i, _ in targets if i in self.vips]
             if state == State.UP and health.transitions > 1:  # back from down
                 for v in vips:
@@ -470,7 +484,7 @@ class Controller:
             out = []
             for b in vip.backends:
                 health = self.monitor.health((vip_id, b.address)) if self.monitor else None
-                state = State.UNKNOWN if health is None else health.state
+                state = self._state(vip_id, b.address)
                 entry: dict[str, object] = {
                     **b.model_dump(mode="json"),
                     "state": "draining" if b.drain else str(state),

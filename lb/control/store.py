@@ -94,6 +94,7 @@ class Store:
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
+                self._db.close()
                 raise StoreError(f"{self.path}: schema version {row[0]}, this build reads "
                                  f"{SCHEMA_VERSION}")
         except sqlite3.Error as e:

@@ -1,0 +1,567 @@
+"""The scaling benchmark: ns per packet as the work grows (flows in the connection table,
+backends, VIPs), and the kernel memory of every map at default sizes and at the maxima.
+
+Per packet, through BPF_PROG_TEST_RUN on the -DLB_BENCH build, with bench.dataplane's
+machinery (Subject, BenchStateMap-style bench state, counter checks, the encap floors):
+
+  * new flow: every repetition a new flow (the prologue writes a running 32-bit number over
+    the IPv4 source: 2^32 distinct flows, where a 16-bit source port would wrap at 65,536,
+    fewer than the 1M flows the table holds), into a table pre-filled with F flows;
+  * established, one flow: the same flow every repetition (primed by one call), with F other
+    flows in the table;
+  * established, cycling: every repetition a different one of the F pre-filled flows (the
+    prologue counts through the sources the fill used), which is what a busy host sees.
+
+for F = 1, 10k, 1M flows, 10 and 1,000 backends per VIP, 1 and 512 VIPs (traffic goes to the
+first VIP; the others fill the VIP maps and rings). The table is filled by the program itself
+(one test run of F repetitions, a new source each) on the pinned CPU, and counted after.
+
+Target: established with 1M flows (cycling) at most 1.5x established with one flow.
+
+Memory: every map's `memlock` from /proc/self/fdinfo (the kernel's own accounting), for a
+load at default sizes and one at half sizes; at the maxima the figure is computed from those
+two (linear in entries) unless a load at the maxima fits `--max-alloc-gib`.
+
+Run as root: `python -m bench.scaling --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ipaddress
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.dataplane import (
+    ENCAP_V4_LEN,
+    IPV4_SRC_OFFSET,
+    Subject,
+    counter_problems,
+    floor_subjects,
+    frame_problems,
+    host_facts,
+    log,
+    tcp_ack_v4,
+    vip_v4,
+)
+from bench.dataplane import Options as DataplaneOptions
+from lb.xdp.config import Sizes
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_JSON = BENCH_DIR / "results" / "scaling.json"
+SCHEMA = "lb-bench-scaling/1"
+TARGET_RATIO = 1.5
+# First source number of the new-flow case: far from the fill's 1..F.
+NEW_FLOW_SEQ = 1 << 31
+# Least share of hits the cycling case must see (flows a full set evicted during the fill miss).
+MIN_CYCLE_HITS = 0.85
+MAXIMA = Sizes(max_vips=65536, max_backends=65535, conn_table_size=1 << 26, filter_bits=24)
+
+
+def backend_address(k: int) -> str:
+    return f"10.200.{k // 250}.{k % 250 + 1}"
+
+
+# --- memory (pure) --------------------------------------------------------------------------
+def parse_fdinfo(text: str) -> dict[str, int]:
+    """A map fd's /proc/<pid>/fdinfo as {field: int} (map_type, key_size, value_size,
+    max_entries, memlock, ...); fields that are not integers are left out."""
+    out = {}
+    for m in re.finditer(r"^(\w+):\s+(-?\d+)\s*$", text, re.MULTILINE):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def map_entries(sizes: Sizes) -> dict[str, int]:
+    """max_entries of every map of lb_maps.h for `sizes` (checked against the kernel's
+    figures for every load the benchmark makes)."""
+    return {
+        "lb_config": 1, "vips_v4": 2 * sizes.max_vips, "vips_v6": 2 * sizes.max_vips,
+        "vip_index_v4": 1 << sizes.vip_index_bits, "vip_index_v6": 1 << sizes.vip_index_bits,
+        "vip_filter": 1 << sizes.filter_bits, "rings": sizes.max_vips * sizes.ring_cells,
+        "backends": sizes.max_backends, "ct_v4": sizes.conn_table_sets,
+        "ct_v6": sizes.conn_table_sets, "counters": 1, "vip_stats": sizes.max_vips,
+        "backend_stats": sizes.max_backends,
+    }
+
+
+def extrapolate(a: tuple[int, int], b: tuple[int, int], entries: int) -> int:
+    """memlock at `entries` from two (entries, memlock) points, linear (fixed + per entry);
+    with one distinct point, memlock is taken as fixed."""
+    (ea, ma), (eb, mb) = a, b
+    if ea == eb:
+        return ma
+    per = (ma - mb) / (ea - eb)
+    return round(ma + per * (entries - ea))
+
+
+def judge(ratio: float | None, target: float = TARGET_RATIO) -> str:
+    """PASS when the ratio is within the target, MISS above it, INVALID without one."""
+    if ratio is None:
+        return "INVALID"
+    return "PASS" if ratio <= target else "MISS"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+# --- options --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """Everything a run depends on; the CLI flags map one-to-one onto these fields.
+
+    repeat: repetitions per call (established; cycling uses min(repeat, F));
+    repeat_new: repetitions per new-flow call (the call's own flows land in the table too);
+    runs: timed calls per figure (median), after one warm-up call.
+    flows / backends / vips: the grid. conn_table_size: per CPU per family, big enough to
+    hold 1M flows in 2-way sets. cpu: pinned CPU. max_alloc_gib: load at the maxima only if
+    their maps fit this.
+    """
+
+    repeat: int = 200_000
+    repeat_new: int = 20_000
+    runs: int = 3
+    flows: tuple[int, ...] = (1, 10_000, 1_000_000)
+    backends: tuple[int, ...] = (10, 1000)
+    vips: tuple[int, ...] = (1, 512)
+    conn_table_size: int = 1 << 22
+    cpu: int | None = None
+    memory: bool = True
+    per_packet: bool = True
+    max_alloc_gib: float = 2.0
+    json_path: Path | None = DEFAULT_JSON
+
+    def sizes(self) -> Sizes:
+        return Sizes(max_vips=max(512, max(self.vips)), conn_table_size=self.conn_table_size)
+
+
+# --- per packet -----------------------------------------------------------------------------
+class Bench:
+    """One -DLB_BENCH load, its service, its bench state and the encap floors."""
+
+    def __init__(self, opts: Options) -> None:
+        from lb.control.service import Balancer
+        from lb.xdp import loader
+        from lb.xdp.config import RuntimeConfig
+        from lb.xdp.maps import Dataplane
+
+        self.opts = opts
+        self.program = loader.load(opts.sizes(), bench=True)
+        self.dp = Dataplane(self.program)
+        self.dp.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02",
+                                           src_mac="02:00:00:00:00:01"))
+        self.service = Balancer(self.dp)
+        self.state = self.program.table("bench_state")
+        self.frame = tcp_ack_v4(vip_v4(0))
+        floors, self.keep = floor_subjects(DataplaneOptions(), self.frame)
+        self.floors = {f.key: f for f in floors if f.key in ("encap", "encap_vary")}
+
+    def close(self) -> None:
+        self.dp.close()
+        self.program.close()
+        for bpf in self.keep:
+            bpf.cleanup()
+
+    def configure(self, vips: int, backends: int) -> None:
+        """Exactly `vips` VIPs of `backends` backends each (one shared pool), via reconcile."""
+        from lb.control.service import VipTarget, vip_key
+        from lb.xdp.consts import VipFlag
+
+        pool = {ipaddress.ip_address(backend_address(k)): 1 for k in range(backends)}
+        self.service.reconcile({vip_key(vip_v4(i), 80, "tcp"): VipTarget(VipFlag(0), pool)
+                                for i in range(vips)})
+
+    def arm(self, seq: int, vary: bool) -> None:
+        from lb.xdp.structs import BenchState
+
+        head = self.frame[:BenchState.BENCH_HEAD].ljust(BenchState.BENCH_HEAD, b"\0")
+        self.state[ctypes.c_uint32(0)] = BenchState(
+            frame_len=len(self.frame), vary_offset=IPV4_SRC_OFFSET if vary else 0,
+            vary_flow=int(vary), seq=seq, head=(ctypes.c_uint8 * BenchState.BENCH_HEAD)(*head))
+
+    def seq(self) -> int:
+        return self.state[ctypes.c_uint32(0)].seq
+
+    def fill(self, flows: int) -> int:
+        """Empty the IPv4 table, then insert sources 1..flows on this CPU; returns how many
+        live entries the table holds on this CPU afterwards."""
+        from lb.xdp import batch
+        from lb.xdp.structs import CtSetV4
+        from lb.xdp.testrun import test_run
+
+        fd = self.program.table("ct_v4").get_fd()
+        stride = batch.percpu_stride(ctypes.sizeof(CtSetV4), batch.possible_cpus())
+        batch.fill_array(fd, self.program.sizes.conn_table_sets, stride)
+        self.arm(0, vary=True)
+        test_run(self.program.fd, self.frame, flows)
+        return self.live_entries()
+
+    def live_entries(self) -> int:
+        """Ways of the IPv4 table holding a flow on the pinned CPU (backend field != 0)."""
+        from lb.xdp import batch
+        from lb.xdp.structs import CtEntryV4, CtSetV4, CtState
+
+        cpus = batch.possible_cpus()
+        size, way = ctypes.sizeof(CtSetV4), ctypes.sizeof(CtEntryV4)
+        stride = batch.percpu_stride(size, cpus)
+        fd = self.program.table("ct_v4").get_fd()
+        live, sets = 0, self.program.sizes.conn_table_sets
+        for _first, _count, raw in batch.lookup_array(fd, stride, sets):
+            u16 = raw.cast("H")
+            for w in range(2):
+                at = (self.opts.cpu * (stride // cpus) + w * way + CtEntryV4.state.offset
+                      + CtState.backend.offset) // 2
+                column = u16[at::stride // 2].tolist()
+                live += len(column) - column.count(0)
+        return live
+
+    def subject(self, key: str, label: str, flows: int) -> tuple[Subject, int]:
+        """A case as a bench.dataplane Subject, with the repeat its calls use."""
+        from lb.xdp.consts import XDP_TX
+        from lb.xdp.testrun import test_run
+
+        dp, fd = self.dp, self.program.fd
+        if key == "new":
+            repeat, vary, expected = self.opts.repeat_new, True, {"tx": 1, "ct_miss": 1}
+        elif key == "established":
+            repeat, vary, expected = self.opts.repeat, False, {"tx": 1, "ct_hit": 1}
+        else:
+            repeat, vary, expected = min(self.opts.repeat, flows), True, None
+
+        def prepare() -> None:
+            if key == "new":
+                self.fill(flows)  # the previous call's new flows leave with the refill
+                self.arm(NEW_FLOW_SEQ, True)
+            elif key == "established":
+                self.arm(0, False)
+                test_run(fd, self.frame, 1)  # insert the flow (source 192.0.2.1)
+            else:
+                self.arm(0, True)
+            dp.clear_stats()
+
+        def inspect(result, n: int) -> list[str]:
+            got = dp.counters()
+            problems = frame_problems(result.frame, self.frame, ENCAP_V4_LEN, 4, vary)
+            if expected is not None:
+                problems += counter_problems({k: n for k in expected}, got)
+            else:
+                hits, misses = got["ct_hit"], got["ct_miss"]
+                others = {k: v for k, v in got.items() if k not in ("ct_hit", "ct_miss")}
+                problems += counter_problems({"tx": n}, others)
+                if hits + misses != n or hits < MIN_CYCLE_HITS * n:
+                    problems.append(f"ct_hit {hits:,} + ct_miss {misses:,} of {n:,} "
+                                    f"(hits must be >= {MIN_CYCLE_HITS:.0%})")
+                hit_share.append(hits / n if n else 0)
+            if vary and (self.seq() - (NEW_FLOW_SEQ if key == "new" else 0)) % 2**32 != n:
+                problems.append("bench_state.seq did not advance by N")
+            return problems
+
+        hit_share: list[float] = []
+        s = Subject(key, label, "", "", fd, self.frame, XDP_TX, prepare, inspect)
+        s.hit_share = hit_share  # type: ignore[attr-defined]
+        return s, repeat
+
+
+def measure_config(bench: Bench, vips: int, backends: int, flows: int) -> list[dict]:
+    """One grid point: each case between two calls of its floor, `runs` rounds."""
+    opts = bench.opts
+    cases = [("new", "new flow", "encap_vary"), ("established", "established, one flow",
+                                                  "encap")]
+    if flows > 1:
+        cases.append(("cycling", "established, cycling", "encap_vary"))
+    held = bench.fill(flows)
+    out = []
+    for key, label, floor_key in cases:
+        s, repeat = bench.subject(key, label, flows)
+        floor = bench.floors[floor_key]
+        floor_ns, ratios = [], []
+        s.run(repeat)  # warm-up
+        for _ in range(opts.runs):
+            before = floor.run(repeat)
+            ns = s.run(repeat)
+            after = floor.run(repeat)
+            s.runs_ns.append(ns)
+            floor_ns += [before, after]
+            ratios.append(2 * ns / (before + after))
+        hits = getattr(s, "hit_share", [])
+        out.append({
+            "vips": vips, "backends": backends, "flows": flows, "flows_held": held,
+            "case": key, "label": label, "repeat": repeat, "valid": s.valid,
+            "problems": s.problems, "ns": s.ns, "runs_ns": s.runs_ns,
+            "floor": floor_key, "floor_ns": statistics.median(floor_ns),
+            "ratio_to_floor": round(statistics.median(ratios), 3) if s.valid else None,
+            "hit_share": round(min(hits), 4) if hits else None,
+        })
+        if key == "new":  # leave the table as the fill made it for the next case
+            held = bench.fill(flows)
+    return out
+
+
+def run_per_packet(opts: Options) -> tuple[list[dict], dict]:
+    bench = Bench(opts)
+    rows = []
+    try:
+        for vips in opts.vips:
+            for backends in opts.backends:
+                log(f"  {vips} VIP(s) x {backends} backends: configuring ...")
+                t0 = time.monotonic()
+                bench.configure(vips, backends)
+                log(f"    configured in {time.monotonic() - t0:.1f} s")
+                for flows in opts.flows:
+                    rows += measure_config(bench, vips, backends, flows)
+                    r = rows[-1]
+                    log(f"    {flows:>9,} flows ({r['flows_held']:,} held): "
+                        + ", ".join(f"{x['case']} {x['ns']}" for x in rows
+                                    if x["flows"] == flows and x["vips"] == vips
+                                    and x["backends"] == backends))
+    finally:
+        bench.close()
+    return rows, targets(rows, opts)
+
+
+def targets(rows: list[dict], opts: Options) -> dict:
+    """established(1M) / established(1 flow), per VIP x backend point; judged on cycling."""
+    out = []
+    top = max(opts.flows)
+    for vips in opts.vips:
+        for backends in opts.backends:
+            def ns(case: str, flows: int, vips=vips, backends=backends) -> float | None:
+                for r in rows:
+                    if (r["vips"], r["backends"], r["flows"], r["case"]) == \
+                            (vips, backends, flows, case):
+                        return r["ns"]
+                return None
+            base = ns("established", 1)
+            cyc, hot = ns("cycling", top), ns("established", top)
+            ratio = cyc / base if base and cyc else None
+            out.append({"vips": vips, "backends": backends, "flows": top,
+                        "established_1_ns": base, "cycling_ns": cyc, "one_flow_ns": hot,
+                        "ratio": round(ratio, 3) if ratio else None,
+                        "ratio_one_flow": round(hot / base, 3) if base and hot else None,
+                        "target_ratio": TARGET_RATIO, "result": judge(ratio)})
+    return {"established_vs_one_flow": out}
+
+
+# --- memory ---------------------------------------------------------------------------------
+def map_memory(sizes: Sizes) -> dict[str, dict]:
+    """Load the balancer at `sizes` (not attached) and read every map's fdinfo."""
+    from lb.xdp import loader
+
+    program = loader.load(sizes)
+    try:
+        want = map_entries(sizes)
+        out = {}
+        for name in want:
+            fd = program.table(name).get_fd()
+            info = parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
+            out[name] = {"max_entries": info["max_entries"], "key_size": info["key_size"],
+                         "value_size": info["value_size"], "memlock": info["memlock"],
+                         "map_type": info["map_type"],
+                         "entries_as_computed": info["max_entries"] == want[name]}
+        return out
+    finally:
+        program.close()
+
+
+def estimate_bytes(sizes: Sizes) -> int:
+    """A rough upper estimate of the maps' memory (arrays dominate), to decide whether a load
+    at these sizes is reasonable: value bytes x entries (x CPUs for per-CPU maps)."""
+    from lb.xdp import batch
+
+    cpus = batch.possible_cpus()
+    e = map_entries(sizes)
+    return (e["rings"] * 8 + e["ct_v4"] * 64 * cpus + e["ct_v6"] * 112 * cpus
+            + e["vip_filter"] * 4 + e["backends"] * 24 + (e["vip_stats"] + e["backend_stats"])
+            * 16 * cpus + e["vips_v4"] * 64 + e["vips_v6"] * 80)
+
+
+def run_memory(opts: Options) -> dict:
+    default = Sizes()
+    half = Sizes(max_vips=256, max_backends=2048, conn_table_size=default.conn_table_size // 2,
+                 filter_bits=default.filter_bits - 1)
+    log("  memory: loading at default sizes and at half sizes ...")
+    a, b = map_memory(default), map_memory(half)
+    est = estimate_bytes(MAXIMA)
+    measured = None
+    if est <= opts.max_alloc_gib * (1 << 30):
+        log("  memory: loading at the maxima ...")
+        measured = map_memory(MAXIMA)
+    maxima_entries = map_entries(MAXIMA)
+    rows = {}
+    for name in a:
+        computed = extrapolate((a[name]["max_entries"], a[name]["memlock"]),
+                               (b[name]["max_entries"], b[name]["memlock"]),
+                               maxima_entries[name])
+        rows[name] = {
+            "default": a[name], "half": b[name],
+            "maxima": {"max_entries": maxima_entries[name],
+                       "memlock": measured[name]["memlock"] if measured else computed,
+                       "how": "measured" if measured else "computed"},
+        }
+    return {
+        "sizes": {"default": default.__dict__, "half": half.__dict__,
+                  "maxima": MAXIMA.__dict__},
+        "maxima_estimate_bytes": est, "max_alloc_bytes": int(opts.max_alloc_gib * (1 << 30)),
+        "maxima_loaded": measured is not None,
+        "maps": rows,
+        "total": {k: sum(r[k]["memlock"] for r in rows.values())
+                  for k in ("default", "half", "maxima")},
+    }
+
+
+# --- output ---------------------------------------------------------------------------------
+def render(report: dict) -> str:
+    h = report["host"]
+    lines = ["Scaling benchmark: ns per packet as the work grows, and map memory",
+             f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, pinned to CPU "
+             f"{h['pinned_cpu']}, {h['date']}"]
+    m = report.get("method")
+    if report.get("rows"):
+        lines += [f"  repeat {m['repeat']:,} (new flow {m['repeat_new']:,}; cycling "
+                  f"min(repeat, flows)), {m['runs']} timed calls per figure + 1 warm-up; "
+                  f"connection table {m['conn_table_size']:,} per CPU per family", ""]
+        head = (f"{'VIPs':>5}{'backends':>9}{'flows':>10}{'held':>10}  {'case':<22}"
+                f"{'ns/pkt':>7}  {'floor':<10} {'ns':>4}{'ratio':>7}{'hits':>8}")
+        lines += [head, "-" * len(head)]
+        for r in report["rows"]:
+            ns = f"{r['ns']:.0f}" if r["ns"] is not None else "INVALID"
+            ratio = f"{r['ratio_to_floor']:.2f}x" if r["ratio_to_floor"] else "-"
+            hits = f"{100 * r['hit_share']:.1f}%" if r["hit_share"] is not None else ""
+            lines.append(f"{r['vips']:>5}{r['backends']:>9}{r['flows']:>10,}"
+                         f"{r['flows_held']:>10,}  {r['label']:<22}{ns:>7}"
+                         f"  {r['floor']:<10} {r['floor_ns']:>4.0f}{ratio:>7}{hits:>8}")
+        lines += ["", "established with the most flows / established with one flow "
+                  f"(target <= {TARGET_RATIO}x, judged on cycling):"]
+        for t in report["targets"]["established_vs_one_flow"]:
+            ratio = f"{t['ratio']:.2f}x" if t["ratio"] else "-"
+            lines.append(f"  {t['vips']:>3} VIPs x {t['backends']:>4} backends: cycling "
+                         f"{t['cycling_ns'] or 0:.0f} / {t['established_1_ns'] or 0:.0f} ns = "
+                         f"{ratio} {t['result']}; one flow among {t['flows']:,}: "
+                         f"{t['ratio_one_flow']}x")
+        for r in report["rows"]:
+            for p in r["problems"]:
+                lines.append(f"  INVALID {r['vips']}/{r['backends']}/{r['flows']} "
+                             f"{r['case']}: {p}")
+    mem = report.get("memory")
+    if mem:
+        lines += ["", "Map memory (memlock in /proc/self/fdinfo; maxima "
+                  + ("measured" if mem["maxima_loaded"] else
+                     f"computed from the two loads: about {fmt_bytes(mem['maxima_estimate_bytes'])}"
+                     f", over --max-alloc-gib") + ")"]
+        sz = mem["sizes"]
+        lines.append("  default: " + ", ".join(f"{k} {v}" for k, v in sz["default"].items()))
+        lines.append("  maxima:  " + ", ".join(f"{k} {v}" for k, v in sz["maxima"].items()))
+        head = f"  {'map':<14}{'entries':>11}{'default':>12}{'entries':>13}{'maxima':>12}"
+        lines += [head, "  " + "-" * (len(head) - 2)]
+        for name, r in mem["maps"].items():
+            lines.append(f"  {name:<14}{r['default']['max_entries']:>11,}"
+                         f"{fmt_bytes(r['default']['memlock']):>12}"
+                         f"{r['maxima']['max_entries']:>13,}"
+                         f"{fmt_bytes(r['maxima']['memlock']):>12}")
+        t = mem["total"]
+        lines.append(f"  {'total':<14}{'':>11}{fmt_bytes(t['default']):>12}{'':>13}"
+                     f"{fmt_bytes(t['maxima']):>12}")
+    return "\n".join(lines)
+
+
+# --- CLI ------------------------------------------------------------------------------------
+EXAMPLES = """\
+examples:
+  python -m bench.scaling                          # the grid and the memory table
+  python -m bench.scaling --runs 1 --repeat 50000 --flows 1,10000 --vips 1 --backends 10
+  python -m bench.scaling --memory-only            # map memory only (about 15 s)
+  python -m bench.scaling --no-memory --json /tmp/scaling.json
+"""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    d = Options()
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scaling",
+        description="ns per packet of the balancer (BPF_PROG_TEST_RUN, -DLB_BENCH) for new "
+                    "and established flows as flows in the table, backends and VIPs grow; "
+                    "kernel memory of every map at default sizes and at the maxima. Needs root.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=d.repeat,
+                   help="repetitions per established call (default %(default)s)")
+    p.add_argument("--repeat-new", type=int, default=d.repeat_new,
+                   help="repetitions per new-flow call (default %(default)s)")
+    p.add_argument("--runs", type=int, default=d.runs,
+                   help="timed calls per figure (default %(default)s)")
+    p.add_argument("--flows", type=_ints, default=d.flows,
+                   help="flows pre-filled in the table (default 1,10000,1000000)")
+    p.add_argument("--backends", type=_ints, default=d.backends,
+                   help="backends per VIP (default 10,1000)")
+    p.add_argument("--vips", type=_ints, default=d.vips, help="VIPs (default 1,512)")
+    p.add_argument("--conn-table-size", type=int, default=d.conn_table_size,
+                   help="connection-table entries per CPU per family (default %(default)s)")
+    p.add_argument("--cpu", type=int, default=None,
+                   help="CPU to pin to (default: the highest allowed one)")
+    p.add_argument("--max-alloc-gib", type=float, default=d.max_alloc_gib,
+                   help="load at the maxima only if their maps fit this (default %(default)s)")
+    p.add_argument("--memory-only", action="store_true", help="only the memory table")
+    p.add_argument("--no-memory", action="store_true", help="no memory table")
+    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
+                   help="where to write the JSON (default: bench/results/scaling.json)")
+    p.add_argument("--no-json", action="store_true", help="write no JSON")
+    a = p.parse_args(argv)
+    if min(a.repeat, a.repeat_new, a.runs, *a.flows, *a.backends, *a.vips) < 1:
+        p.error("counts must be >= 1")
+    if max(a.backends) > Sizes.max_backends - 1:
+        p.error(f"--backends at most {Sizes.max_backends - 1}")
+    cpu = max(os.sched_getaffinity(0)) if a.cpu is None else a.cpu
+    opts = Options(repeat=a.repeat, repeat_new=a.repeat_new, runs=a.runs, flows=a.flows,
+                   backends=a.backends, vips=a.vips, conn_table_size=a.conn_table_size,
+                   cpu=cpu, memory=not a.no_memory, per_packet=not a.memory_only,
+                   max_alloc_gib=a.max_alloc_gib,
+                   json_path=None if a.no_json else a.json)
+    try:
+        opts.sizes()
+    except ValueError as e:
+        p.error(str(e))
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if os.geteuid() != 0:
+        log("bench.scaling needs root (bpf(), BPF_PROG_TEST_RUN)")
+        return 1
+    os.sched_setaffinity(0, {opts.cpu})
+    report: dict = {"schema": SCHEMA,
+                    "host": host_facts(argparse.Namespace(cpu=opts.cpu)),
+                    "method": {**{k: v for k, v in opts.__dict__.items() if k != "json_path"},
+                               "new_flow": "prologue writes seq over the IPv4 source",
+                               "cycling": "prologue counts through the fill's sources 1..F",
+                               "floors": "bench/floors.c encap and encap +vary, paired"}}
+    if opts.per_packet:
+        log("per packet ...")
+        report["rows"], report["targets"] = run_per_packet(opts)
+    if opts.memory:
+        report["memory"] = run_memory(opts)
+    print(render(report))
+    if opts.json_path is not None:
+        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        log(f"wrote {opts.json_path}")
+    rows = report.get("rows", [])
+    return 1 if any(not r["valid"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Fixtures of the health-check tests: a real `lb run` daemon on a veth lab whose backends run
+real servers, started and stopped per test.
+
+Needs root. Costs, once per session: the lab (about 2 s) and the daemon's start (compile and
+load, 3-5 s). Every test starts from an empty desired state (`api`) and with no backend server
+running (`servers` starts them and stops every one it started, also when the test fails).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from health_helpers import Servers
+from pyroute2 import netns as pyroute2_netns
+
+from lb.lab import VethLab, remove_leftovers
+from lb.labdaemon import LabDaemon, remove_leftover_pins
+
+# Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
+LAB_PREFIX = "lbh"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("health tests need root (bpf(), network namespaces)")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[VethLab]:
+    """Session: client, router, balancer and 3 backends (no server: tests start their own).
+
+    Cleanup: namespaces deleted, then checked gone.
+    """
+    remove_leftovers(LAB_PREFIX)
+    remove_leftover_pins()
+    with VethLab(n_backends=3, rx_queues=2, prefix=LAB_PREFIX) as the_lab:
+        names = the_lab.namespaces
+        yield the_lab
+    left = set(names) & set(pyroute2_netns.listnetns())
+    assert not left, f"lab namespaces left behind: {sorted(left)}"
+
+
+@pytest.fixture(scope="session")
+def daemon(lab: VethLab) -> Iterator[LabDaemon]:
+    """Session: `lb run` on the lab's balancer veth, API on a free 127.0.0.1 port; its health
+    checks run in the balancer's namespace and reach the backends at their own addresses.
+
+    Cleanup: SIGTERM, pinned maps and state directory removed; checked gone.
+    """
+    with LabDaemon(lab) as d:
+        pin_dir, state_dir = d.pin_dir, d.state_dir
+        yield d
+    assert not pin_dir.exists(), f"pinned maps left behind: {pin_dir}"
+    assert not state_dir.exists()
+
+
+@pytest.fixture
+def api(daemon: LabDaemon) -> Iterator[httpx.Client]:
+    """Per test: an HTTP client to the daemon, whose desired state is emptied before and after
+    (so no check of one test runs into the next). A test that restarts the daemon leaves it
+    running again."""
+    if daemon.process is None or daemon.process.poll() is not None:
+        daemon.start()
+    r = daemon.client.put("/config", json={"vips": []})
+    assert r.status_code == 200, r.text
+    yield daemon.client
+    if daemon.process is None or daemon.process.poll() is not None:
+        daemon.start()
+    daemon.client.put("/config", json={"vips": []})
+
+
+@pytest.fixture
+def servers(lab: VethLab) -> Iterator[Servers]:
+    """Per test: start backend servers through it; all are stopped at the end of the test."""
+    s = Servers(lab)
+    try:
+        yield s
+    finally:
+        s.close()

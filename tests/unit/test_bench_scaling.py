@@ -1,0 +1,59 @@
+"""Tests for bench.scaling's pure parts: fdinfo parsing, map sizes, extrapolation, judging."""
+
+import pytest
+
+from bench import scaling as bs
+from lb.xdp.config import Sizes
+
+FDINFO = """pos:\t0
+flags:\t02000002
+mnt_id:\t15
+ino:\t2072
+map_type:\t6
+key_size:\t4
+value_size:\t64
+max_entries:\t131072
+map_flags:\t0x0
+map_extra:\t0x0
+memlock:\t17827840
+map_id:\t412
+frozen:\t0
+"""
+
+
+def test_fdinfo_gives_the_kernels_memlock_and_sizes():
+    info = bs.parse_fdinfo(FDINFO)
+    assert info["memlock"] == 17827840
+    assert (info["map_type"], info["key_size"], info["value_size"], info["max_entries"]) == \
+        (6, 4, 64, 131072)
+    assert "map_flags" not in info  # hexadecimal, not needed
+
+
+def test_map_entries_follow_lb_maps_h():
+    e = bs.map_entries(Sizes())
+    assert e["rings"] == 512 * 16385
+    assert e["ct_v4"] == e["ct_v6"] == 131072
+    assert e["vips_v4"] == 1024 and e["vip_filter"] == 65536
+    assert e["vip_index_v4"] == 4096
+    m = bs.map_entries(bs.MAXIMA)
+    assert m["rings"] == 65536 * 16385 and m["ct_v4"] == 1 << 25
+
+
+def test_extrapolation_is_linear_in_entries():
+    assert bs.extrapolate((100, 1100), (50, 600), 1000) == 10100
+    assert bs.extrapolate((1, 4096), (1, 4096), 1) == 4096
+
+
+def test_target_judging_and_byte_formatting():
+    assert bs.judge(1.5) == "PASS"
+    assert bs.judge(1.51) == "MISS"
+    assert bs.judge(None) == "INVALID"
+    assert bs.fmt_bytes(3 << 30) == "3.0 GiB"
+    assert bs.fmt_bytes(1536) == "1.5 KiB"
+
+
+def test_the_grid_needs_a_table_that_can_hold_a_million_flows():
+    opts = bs.Options()
+    assert opts.sizes().conn_table_size >= 4 * max(opts.flows)
+    with pytest.raises(ValueError):
+        bs.Options(conn_table_size=3).sizes()
