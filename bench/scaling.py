@@ -462,12 +462,12 @@ def render(report: dict) -> str:
         sz = mem["sizes"]
         lines.append("  default: " + ", ".join(f"{k} {v}" for k, v in sz["default"].items()))
         lines.append("  maxima:  " + ", ".join(f"{k} {v}" for k, v in sz["maxima"].items()))
-        head = f"  {'map':<14}{'entries':>11}{'default':>12}{'entries':>13}{'maxima':>12}"
+        head = f"  {'map':<14}{'entries':>11}{'default':>12}{'entries':>15}{'maxima':>12}"
         lines += [head, "  " + "-" * (len(head) - 2)]
         for name, r in mem["maps"].items():
             lines.append(f"  {name:<14}{r['default']['max_entries']:>11,}"
                          f"{fmt_bytes(r['default']['memlock']):>12}"
-                         f"{r['maxima']['max_entries']:>13,}"
+                         f"{r['maxima']['max_entries']:>15,}"
                          f"{fmt_bytes(r['maxima']['memlock']):>12}")
         t = mem["total"]
         lines.append(f"  {'total':<14}{'':>11}{fmt_bytes(t['default']):>12}{'':>13}"
