@@ -45,7 +45,7 @@ from scapy.layers.l2 import Ether
 
 from lb.control.service import Balancer, vip_key
 from lb.xdp import loader
-from lb.xdp.config import RuntimeConfig, Sizes
+from lb.xdp.config import RuntimeConfig, Sizes, host_possible_cpus
 from lb.xdp.consts import VERDICT_NAMES, XDP_PASS, XDP_TX
 from lb.xdp.flowhash import filter_slot
 from lb.xdp.maps import Dataplane
@@ -274,15 +274,6 @@ class BenchStateMap:
         return []
 
 
-def possible_cpus() -> int:
-    """CPUs the kernel keeps per-CPU values for (the host facts record it)."""
-    count = 0
-    for part in Path("/sys/devices/system/cpu/possible").read_text().strip().split(","):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return count
-
-
 def table_fill(opts: Options) -> str:
     """How full the new-flow case finds its table: the warm-up call alone makes repeat *
     warmup new flows on the pinned CPU, spread over the sets by the hash (Poisson)."""
@@ -418,7 +409,7 @@ def host_facts(opts: Options) -> dict:
         "kernel": platform.release(),
         "cpu_model": model,
         "cpus": os.cpu_count(),
-        "cpus_possible": possible_cpus(),
+        "cpus_possible": host_possible_cpus(),
         "pinned_cpu": opts.cpu,
         "bpf_jit_enable": _read("/proc/sys/net/core/bpf_jit_enable"),
         "bpf_stats_enabled": _read("/proc/sys/kernel/bpf_stats_enabled"),
@@ -508,6 +499,7 @@ def build_report(opts: Options, host: dict, cases: list[Subject],
                       "max_backends": sizes.max_backends,
                       "conn_table_size": sizes.conn_table_size,
                       "conn_table_sets_per_cpu": sizes.conn_table_sets,
+                      "conn_table_cpus": sizes.cpus,
                       "new_flow_table_fill": table_fill(opts),
                       "filter_bits": sizes.filter_bits},
             "configured": {"vips_v4": opts.vips_v4, "vips_v6": opts.vips_v6,
@@ -546,7 +538,7 @@ def render(report: dict) -> str:
         f"  sizes: {sz['max_vips']} VIPs x {sz['ring_size']}-slot rings "
         f"({sz['ring_bytes'] / 1e6:.1f} MB), {sz['max_backends']} backends, connection table "
         f"{sz['conn_table_size']:,} per CPU per family ({sz['conn_table_sets_per_cpu']:,} "
-        "2-way sets)",
+        f"2-way sets per CPU, {sz.get('conn_table_cpus', '?')} CPU slices)",
         f"  configured: {cf['vips_v4']} IPv4 + {cf['vips_v6']} IPv6 VIPs, "
         f"{cf['backends_per_vip']} backends each",
         "",

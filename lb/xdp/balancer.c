@@ -214,9 +214,11 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
  * `flow` is a struct flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at
  * each call site, so the family branches fold away when this is inlined.
  *
- * The table is this CPU's: set = hash of the full 5-tuple & (LB_CT_SETS - 1), two ways
- * compared on the full flow, LRU within the set. A TCP SYN, an expired UDP way or a way
- * whose backend slot is gone takes a fresh decision that overwrites the flow's own way. */
+ * The table is this CPU's slice of ct_v4/ct_v6 (plain arrays: one inlined address
+ * computation, no per-CPU pointer to load first): set = hash of the full 5-tuple &
+ * (LB_CT_SETS - 1), two ways compared on the full flow, LRU within the set. A TCP SYN, an
+ * expired UDP way or a way whose backend slot is gone takes a fresh decision that
+ * overwrites the flow's own way. */
 static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
 					    int v6, __u8 proto, const struct vip_meta *vip,
 					    struct lb_counters *cnt)
@@ -234,7 +236,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 		hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	} else {
 		hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
-		set_num = hash & (LB_CT_SETS - 1);
+		set_num = bpf_get_smp_processor_id() * LB_CT_SETS + (hash & (LB_CT_SETS - 1));
 		set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
 		if (!set)
 			return count_drop(cnt, CNT_DROP_NO_BACKEND);

@@ -7,8 +7,12 @@ into the `lb_config` map and may change while the program runs.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
+
+# The kernel's list of CPUs that can ever be online (e.g. "0-1", "0,2-5").
+POSSIBLE_CPUS_FILE = Path("/sys/devices/system/cpu/possible")
 
 
 def _is_prime(n: int) -> bool:
@@ -22,6 +26,15 @@ def _is_prime(n: int) -> bool:
     return True
 
 
+def host_possible_cpus(path: Path = POSSIBLE_CPUS_FILE) -> int:
+    """CPUs the kernel may ever run on (highest possible CPU number + 1): what
+    bpf_get_smp_processor_id() can return, so the connection table needs a slice for each."""
+    highest = 0
+    for part in path.read_text().strip().split(","):
+        highest = max(highest, int(part.rpartition("-")[2]))
+    return highest + 1
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Map sizes, fixed for the life of a loaded program (changing one means reloading).
@@ -32,6 +45,8 @@ class Sizes:
     conn_table_size: connection-table entries per CPU per address family, a power of two:
         conn_table_size / 2 sets of 2 ways (LRU within a set). Memory per CPU: 32 bytes
         (IPv4) + 52 bytes (IPv6) per entry, so the default takes 22 MB per CPU.
+    cpus: CPUs the connection table has a slice for (each CPU uses only its own); default:
+        this host's possible CPUs. The loader refuses fewer than the host has.
     filter_bits: the VIP-address pre-filter has 2^filter_bits slots.
     vip_index_bits (derived): each family's VIP index has 2^bits slots, 8 to 16 per VIP.
     """
@@ -41,6 +56,7 @@ class Sizes:
     ring_size: int = 65537
     conn_table_size: int = 262144
     filter_bits: int = 16
+    cpus: int = field(default_factory=host_possible_cpus)
     ring_cell_slots: ClassVar[int] = 4
 
     def __post_init__(self) -> None:
@@ -55,6 +71,11 @@ class Sizes:
             raise ValueError(f"conn_table_size must be a power of two, 64..2^26, got {n}")
         if not 8 <= self.filter_bits <= 24:
             raise ValueError(f"filter_bits must be 8..24, got {self.filter_bits}")
+        if not 1 <= self.cpus <= 8192:
+            raise ValueError(f"cpus must be 1..8192, got {self.cpus}")
+        if self.cpus * self.conn_table_sets >= 1 << 32:
+            raise ValueError(f"{self.cpus} CPUs x {self.conn_table_sets} sets do not fit "
+                             "a u32 array index")
 
     @property
     def ring_cells(self) -> int:
@@ -63,8 +84,13 @@ class Sizes:
 
     @property
     def conn_table_sets(self) -> int:
-        """Sets of each connection table (per CPU): conn_table_size / 2 ways."""
+        """Sets of each connection table per CPU: conn_table_size / 2 ways."""
         return self.conn_table_size // 2
+
+    @property
+    def conn_table_entries(self) -> int:
+        """Elements (sets) of each connection-table array: every CPU's slice, CPU-major."""
+        return self.cpus * self.conn_table_sets
 
     @property
     def vip_index_bits(self) -> int:
@@ -79,6 +105,7 @@ class Sizes:
             f"-DLB_RING_SIZE={self.ring_size}",
             f"-DLB_RING_CELL_SLOTS={self.ring_cell_slots}",
             f"-DLB_CT_SIZE={self.conn_table_size}",
+            f"-DLB_CT_CPUS={self.cpus}",
             f"-DLB_FILTER_BITS={self.filter_bits}",
             f"-DLB_VIP_INDEX_BITS={self.vip_index_bits}",
         ]

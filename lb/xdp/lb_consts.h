@@ -40,6 +40,12 @@
 /* Sets per CPU per family; a flow's set is its 5-tuple hash masked by LB_CT_SETS - 1. */
 #define LB_CT_SETS (LB_CT_SIZE / LB_CT_WAYS)
 
+/* CPUs the connection table has a slice of LB_CT_SETS sets for: the host's possible CPUs
+ * (bpf_get_smp_processor_id() < LB_CT_CPUS). No default: the loader always passes it. */
+#ifndef LB_CT_CPUS
+#error "LB_CT_CPUS (possible CPUs) must be passed with -D; lb.xdp.config.Sizes does"
+#endif
+
 /* A UDP entry's time stamp is bpf_ktime_get_coarse_ns() >> this (units of ~1.05 ms, 32 bits). */
 #define LB_CT_TIME_SHIFT 20
 

@@ -45,11 +45,13 @@ LB_MAP_FLAGS("array", __u32, struct ring_cell, rings, LB_MAX_VIPS * LB_RING_CELL
 /* Backends by index; index 0 stays empty. */
 LB_MAP("array", __u32, struct backend, backends, LB_MAX_BACKENDS);
 
-/* IPv4 connection table: per CPU, 2-way set-associative, LRU within a set (set = hash & mask). */
-LB_MAP("percpu_array", __u32, struct ct_set_v4, ct_v4, LB_CT_SETS);
+/* IPv4 connection table: one slice of LB_CT_SETS 2-way sets per CPU (element cpu * LB_CT_SETS
+ * + set), each CPU using only its own; mmapped by the control plane (values page-aligned, so
+ * a 64-byte set is one cache line). */
+LB_MAP_FLAGS("array", __u32, struct ct_set_v4, ct_v4, LB_CT_CPUS * LB_CT_SETS, BPF_F_MMAPABLE);
 
 /* IPv6 connection table: as ct_v4. */
-LB_MAP("percpu_array", __u32, struct ct_set_v6, ct_v6, LB_CT_SETS);
+LB_MAP_FLAGS("array", __u32, struct ct_set_v6, ct_v6, LB_CT_CPUS * LB_CT_SETS, BPF_F_MMAPABLE);
 
 /* Global counters (per CPU, one entry). */
 LB_MAP("percpu_array", __u32, struct lb_counters, counters, 1);

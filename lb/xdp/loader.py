@@ -19,7 +19,7 @@ from pathlib import Path
 from bcc import BPF
 from pyroute2 import IPRoute
 
-from lb.xdp.config import Sizes
+from lb.xdp.config import Sizes, host_possible_cpus
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS, check_layouts
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -107,6 +107,9 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     and its Python mirror differ.
     """
     sizes = sizes or Sizes()
+    if sizes.cpus < host_possible_cpus():
+        raise LoadError(f"Sizes.cpus is {sizes.cpus}, but this host has {host_possible_cpus()} "
+                        "possible CPUs: every CPU needs its slice of the connection table")
     if pin_dir is not None:
         pin_dir = Path(pin_dir)
         if not os.path.ismount(BPFFS):
@@ -135,7 +138,8 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
 def check_pinned(bpf: BPF, names, pin_dir: Path) -> None:
     """Raise PinnedMapMismatch if a reused pinned map differs from this compile's declaration.
 
-    bcc reuses a pinned map whatever its sizes; a ring sized for other Sizes would be
+    bcc reuses a pinned map whatever its sizes; a ring sized for other Sizes (or a connection
+    table made for another CPU count, or by a build that declared another map type) would be
     indexed out of step with the program, so a mismatch must stop the load.
     """
     problems = []
@@ -145,10 +149,11 @@ def check_pinned(bpf: BPF, names, pin_dir: Path) -> None:
         except KeyError:
             continue
         info = map_info(t.get_fd())
-        want = (t.max_entries, ctypes.sizeof(t.Key), ctypes.sizeof(getattr(t, "sLeaf", t.Leaf)))
-        have = (info.max_entries, info.key_size, info.value_size)
+        want = (t.ttype, t.flags, t.max_entries, ctypes.sizeof(t.Key),
+                ctypes.sizeof(getattr(t, "sLeaf", t.Leaf)))
+        have = (info.type, info.map_flags, info.max_entries, info.key_size, info.value_size)
         if want != have:
-            problems.append(f"{name}: pinned (entries, key, value) = {have}, "
+            problems.append(f"{name}: pinned (type, flags, entries, key, value) = {have}, "
                             f"this build needs {want}")
     if problems:
         raise PinnedMapMismatch(

@@ -5,7 +5,8 @@ or backend index to use (the control plane does). Rings are read and written
 through an mmap of the `rings` array, so a ring update writes only the slots
 that change, with no system call per slot. The VIP index (a direct-mapped cache of
 the VIP hash maps) is kept consistent here, on every VIP write. The connection
-tables are per-CPU arrays of 2-way sets, read and written in batches (lb.xdp.batch).
+tables (arrays of 2-way sets, one slice per CPU) are mmapped too: reading, purging
+and clearing them is memory access, not system calls.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from lb.xdp import _ringio, batch
+from lb.xdp import _ringio, mapelem
 from lb.xdp.consts import CT_TIME_SHIFT, CT_WAYS, BackendFlag, Counter
 from lb.xdp.flowhash import Address, conn_table_set, filter_slot, vip_index_slot, words
 from lb.xdp.loader import Program
@@ -106,15 +107,27 @@ class Dataplane:
         self._slots = memoryview(self._rings_mmap).cast("H")
         # Backend index i is its own id: ring writes given plain indexes.
         self._identity = array.array("H", range(self.sizes.max_backends))
-        self._cpus = batch.possible_cpus()
+        # Per family: the connection table's mapping, and a byte view of it.
+        self._ct_mmap: dict[bool, mmap.mmap] = {}
+        self._ct_view: dict[bool, memoryview] = {}
+        for v6, (name, set_type, *_) in _CT.items():
+            assert ctypes.sizeof(set_type) % 8 == 0, "array values are 8-byte multiples"
+            length = self.sizes.conn_table_entries * ctypes.sizeof(set_type)
+            self._ct_mmap[v6] = mmap.mmap(program.table(name).get_fd(), length, mmap.MAP_SHARED,
+                                          mmap.PROT_READ | mmap.PROT_WRITE)
+            self._ct_view[v6] = memoryview(self._ct_mmap[v6])
         # VIP index slot (family, slot) -> {VIP: (vip_num, flags)} of the VIPs that hash to
         # it; built from the VIP hash maps (the authority) on first use.
         self._index_users: dict[tuple[bool, int], dict[VipKey, tuple[int, int]]] | None = None
 
     def close(self) -> None:
-        """Drop the ring mapping (the maps themselves live on while pinned or attached)."""
+        """Drop the ring and connection-table mappings (the maps themselves live on while
+        pinned or attached)."""
         self._slots.release()
         self._rings_mmap.close()
+        for v6 in _CT:
+            self._ct_view[v6].release()
+            self._ct_mmap[v6].close()
 
     # --- runtime config -------------------------------------------------------------
     def write_config(self, cfg) -> None:
@@ -192,22 +205,22 @@ class Dataplane:
         elif not users:
             want = slot_type()
         have = slot_type()
-        batch.lookup_elem(fd, slot, have)
+        mapelem.lookup_elem(fd, slot, have)
         if bytes(have) == bytes(want):
             return
         have.shared = 1
-        batch.update_elem(fd, slot, have)       # readers fall back to the hash map
+        mapelem.update_elem(fd, slot, have)       # readers fall back to the hash map
         shared_want = slot_type.from_buffer_copy(bytes(want))
         shared_want.shared = 1
-        batch.update_elem(fd, slot, shared_want)  # new contents, still ignored
+        mapelem.update_elem(fd, slot, shared_want)  # new contents, still ignored
         if not want.shared:
-            batch.update_elem(fd, slot, want)   # only the shared byte changes
+            mapelem.update_elem(fd, slot, want)   # only the shared byte changes
 
     def index_slot_state(self, vip: VipKey) -> str:
         """What a VIP's index slot holds: "own" (this VIP), "shared", "other" or "empty"."""
         table = self.program.table("vip_index_v6" if vip.is_v6 else "vip_index_v4")
         slot = (VipSlotV6 if vip.is_v6 else VipSlotV4)()
-        batch.lookup_elem(table.get_fd(), self._index_slot(vip), slot)
+        mapelem.lookup_elem(table.get_fd(), self._index_slot(vip), slot)
         if slot.shared:
             return "shared"
         if not slot.proto:
@@ -335,30 +348,37 @@ class Dataplane:
             self.program.table(name).clear()
 
     # --- connection table -----------------------------------------------------------
-    # Per CPU and per family: conn_table_size / 2 sets of 2 ways; a flow lives in set
-    # conn_table_set(flow) of the CPU its packets arrive on. The control plane's writes
-    # (purge, set_conn_entry) read a set's every CPU copy and write it back: a flow the
-    # program inserts into that very set in between is lost, and takes a fresh ring decision
-    # on its next packet (as after an eviction).
+    # Per family, one array of cpus * conn_table_sets sets of 2 ways, CPU-major: CPU c's
+    # slice is elements [c * sets, (c + 1) * sets), and a flow lives in set conn_table_set(flow)
+    # of the slice of the CPU its packets arrive on. Read and written through the mmap. The
+    # control plane's writes (purge, set_conn_entry) can race the program on the same set: a
+    # flow the program inserts into that very set meanwhile may be lost, and takes a fresh
+    # ring decision on its next packet (as after an eviction).
+    def _ct_offset(self, v6: bool, cpu: int, set_num: int) -> int:
+        """Byte offset of CPU `cpu`'s copy of set `set_num` in the family's mapping."""
+        return (cpu * self.sizes.conn_table_sets + set_num) * ctypes.sizeof(_CT[v6][1])
+
     def _ct_live(self, v6: bool,
-                 backend: int | None = None) -> Iterator[tuple[int, int, int, memoryview]]:
+                 backend: int | None = None) -> list[tuple[int, int, int, bytes]]:
         """(set, CPU, way, the way's bytes) of every live way of one family's table (only
-        those naming `backend`, if given), read in batches; each way's backend field is
-        picked out of the raw batch with a strided slice, so empty ways cost no Python."""
-        name, set_type, entry_type, _ = _CT[v6]
+        those naming `backend`, if given): each way's backend field is picked out of the
+        mapping with a strided slice, so empty ways cost no Python."""
+        _, set_type, entry_type, _ = _CT[v6]
         size, way_size = ctypes.sizeof(set_type), ctypes.sizeof(entry_type)
         state_at = entry_type.state.offset + CtState.backend.offset
-        fd = self.program.table(name).get_fd()
-        stride = batch.percpu_stride(size, self._cpus)  # == size * cpus: sets are 8-aligned
-        for first, _count, raw in batch.lookup_array(fd, stride, self.sizes.conn_table_sets):
-            u16 = raw.cast("H")
+        sets = self.sizes.conn_table_sets
+        view = self._ct_view[v6]
+        live = []
+        with view.cast("H") as u16:
             for way in range(CT_WAYS):
                 at = way * way_size + state_at
-                for i, b in enumerate(u16[at // 2::size // 2].tolist()):
+                with u16[at // 2::size // 2] as field:
+                    found = field.tolist()
+                for i, b in enumerate(found):  # i = cpu * sets + set
                     if b and (backend is None or b == backend):
-                        start = i * size + way * way_size  # i = (set - first) * cpus + cpu
-                        yield (first + i // self._cpus, i % self._cpus, way,
-                               raw[start:start + way_size])
+                        start = i * size + way * way_size
+                        live.append((i % sets, i // sets, way, bytes(view[start:start + way_size])))
+        return live
 
     def conn_table(self) -> Iterator[tuple[Flow, int]]:
         """Every live (flow, backend index) of both connection tables, over every CPU (a flow
@@ -375,31 +395,28 @@ class Dataplane:
 
     def clear_conn_table(self) -> None:
         """Empty both connection tables on every CPU."""
-        for v6 in (False, True):
-            name, set_type, *_ = _CT[v6]
-            stride = batch.percpu_stride(ctypes.sizeof(set_type), self._cpus)
-            batch.fill_array(self.program.table(name).get_fd(), self.sizes.conn_table_sets, stride)
+        chunk = 1 << 20
+        zeros = bytes(chunk)
+        for view in self._ct_view.values():
+            for at in range(0, len(view), chunk):
+                n = min(chunk, len(view) - at)
+                view[at:at + n] = zeros[:n]
 
     def purge_conn_entries(self, backend: int) -> int:
         """Empty every connection-table way (any CPU) that points at `backend`; returns how
         many ways were emptied."""
         purged = 0
         for v6 in (False, True):
-            name, set_type, entry_type, _ = _CT[v6]
-            stale: dict[int, list[tuple[int, int]]] = {}
+            _, _, entry_type, _ = _CT[v6]
+            way_size = ctypes.sizeof(entry_type)
+            state_at = entry_type.state.offset + CtState.backend.offset
+            view, empty = self._ct_view[v6], bytes(way_size)
             for set_num, cpu, way, _raw in self._ct_live(v6, backend):
-                stale.setdefault(set_num, []).append((cpu, way))
-            if not stale:
-                continue
-            fd = self.program.table(name).get_fd()
-            copies = (set_type * self._cpus)()
-            for set_num in sorted(stale):  # re-read each set just before writing it back
-                batch.lookup_elem(fd, set_num, copies)
-                for cpu, way in stale[set_num]:
-                    if copies[cpu].way[way].state.backend == backend:
-                        copies[cpu].way[way] = entry_type()
-                        purged += 1
-                batch.update_elem(fd, set_num, copies)
+                start = self._ct_offset(v6, cpu, set_num) + way * way_size
+                at = start + state_at
+                if int.from_bytes(view[at:at + 2], "little") == backend:  # still it: empty it
+                    view[start:start + way_size] = empty
+                    purged += 1
         return purged
 
     def set_conn_entry(self, flow: Flow, backend: int) -> None:
@@ -410,7 +427,7 @@ class Dataplane:
         if not 1 <= backend < self.sizes.max_backends:
             raise ValueError(f"backend index {backend} outside 1..{self.sizes.max_backends - 1}")
         v6 = flow.src.version == 6
-        name, set_type, _, flow_type = _CT[v6]
+        _, set_type, _, flow_type = _CT[v6]
         ports = dict(sport=socket.htons(flow.sport), dport=socket.htons(flow.dport),
                      proto=flow.proto)
         if v6:
@@ -422,10 +439,10 @@ class Dataplane:
         atime = 0
         if flow.proto == socket.IPPROTO_UDP:
             atime = (time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT) & 0xFFFFFFFF
-        fd = self.program.table(name).get_fd()
-        copies = (set_type * self._cpus)()
-        batch.lookup_elem(fd, set_num, copies)
-        for s in copies:
+        view, size = self._ct_view[v6], ctypes.sizeof(set_type)
+        for cpu in range(self.sizes.cpus):
+            at = self._ct_offset(v6, cpu, set_num)
+            s = set_type.from_buffer_copy(view[at:at + size])
             ways = [bytes(w.flow) == bytes(key) for w in s.way]
             if True in ways:
                 way = ways.index(True)
@@ -437,7 +454,7 @@ class Dataplane:
             s.way[way].state.backend = backend
             s.way[way].state.atime = atime
             s.mru = way
-        batch.update_elem(fd, set_num, copies)
+            view[at:at + size] = bytes(s)
 
     # --- benchmark builds -----------------------------------------------------------
     def set_bench_frame(self, frame: bytes, vary_offset: int = 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import random
 import socket
 import time
@@ -26,6 +27,9 @@ from lb.xdp.maps import VipKey
 pytestmark = pytest.mark.root
 
 ip = ipaddress.ip_address
+
+# The CPUs this process may run on, before any test pins it to one.
+ALLOWED_CPUS = os.sched_getaffinity(0)
 
 # name -> (VIP address, port, builder of the L3 header, of the L4 header)
 FAMILIES = {
@@ -119,6 +123,26 @@ def test_set_conn_entry_plants_on_every_cpu_in_the_programs_set(rig) -> None:
     assert rig.counters() == {"tx": 1, "ct_hit": 1}
     assert rig.dp.purge_conn_entries(target) == cpus
     assert rig.conn_list() == []
+
+
+def test_each_cpu_remembers_a_flow_in_its_own_slice(rig) -> None:
+    """A flow's entry is found only on the CPU that made it (each CPU has its own slice of
+    the table): on another CPU its first packet is a fresh decision, remembered there too."""
+    cpus = sorted(ALLOWED_CPUS)
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs this process may run on")
+    frame = frame_for("v4tcp", 41001)
+    chosen = {}
+    for cpu in cpus[:2]:
+        os.sched_setaffinity(0, {cpu})
+        chosen[cpu] = forwarded(rig, frame, "v4tcp", title=f"first packet on CPU {cpu}")
+    assert rig.counters() == {"tx": 2, "ct_miss": 2}
+    assert chosen[cpus[0]] == chosen[cpus[1]], "one ring, so one decision on every CPU"
+    assert rig.conn_list() == [(rig.flow_of(frame), chosen[cpus[0]])] * 2
+    for cpu in cpus[:2]:
+        os.sched_setaffinity(0, {cpu})
+        forwarded(rig, frame, "v4tcp", backend=chosen[cpu], title=f"again on CPU {cpu}")
+    assert rig.counters() == {"tx": 4, "ct_miss": 2, "ct_hit": 2}
 
 
 # --- the VIP index -------------------------------------------------------------------------

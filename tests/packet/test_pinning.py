@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -75,3 +76,19 @@ def test_load_with_other_sizes_than_the_pinned_maps_is_refused(pin_dir):
     bigger = Sizes(max_vips=8, max_backends=64, conn_table_size=1024)
     with pytest.raises(loader.PinnedMapMismatch, match="rings"):
         loader.load(bigger, pin_dir=pin_dir)
+
+
+def test_pinned_connection_table_made_for_another_cpu_count_is_refused(pin_dir):
+    """Each CPU owns a slice of the table: a table pinned with slices for another CPU count
+    would put CPUs in each other's slices (or past the end), so the load stops."""
+    more = dataclasses.replace(SIZES, cpus=SIZES.cpus + 1)
+    loader.load(more, pin_dir=pin_dir).close()
+    with pytest.raises(loader.PinnedMapMismatch, match="ct_v4"):
+        loader.load(SIZES, pin_dir=pin_dir)
+
+
+def test_fewer_cpus_than_the_host_has_are_refused():
+    if SIZES.cpus < 2:
+        pytest.skip("needs a host with 2 or more possible CPUs")
+    with pytest.raises(loader.LoadError, match="possible CPUs"):
+        loader.load(dataclasses.replace(SIZES, cpus=SIZES.cpus - 1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lb.xdp import flowhash
-from lb.xdp.config import Sizes
+from lb.xdp.config import Sizes, host_possible_cpus
 from lb.xdp.consts import COUNTER_SLOTS, BackendFlag, Counter, VipFlag
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS
 
@@ -47,12 +47,28 @@ def test_flags_match_the_header(prefix: str, enum) -> None:
 
 def test_sizes_come_from_one_place() -> None:
     """Every #ifndef default but the seed is passed by Sizes.cflags(), and the defaults
-    written in the header are Sizes()' own (so reading either tells the truth)."""
-    defaults = dict(re.findall(r"^#ifndef (\w+)\n#define \1 (\S+)$", CONSTS.read_text(), re.M))
+    written in the header are Sizes()' own (so reading either tells the truth); a size the
+    header has no default for (it #errors without it: the host's CPU count) is passed too."""
+    text = CONSTS.read_text()
+    defaults = dict(re.findall(r"^#ifndef (\w+)\n#define \1 (\S+)$", text, re.M))
+    required = re.findall(r"^#ifndef (\w+)\n#error ", text, re.M)
     seed = value(defaults.pop("LB_HASH_SEED"))
     assert seed == flowhash.HASH_SEED
     passed = dict(flag[2:].split("=", 1) for flag in Sizes().cflags())
+    assert required == ["LB_CT_CPUS"] and int(passed.pop("LB_CT_CPUS")) == Sizes().cpus
     assert {k: value(v) for k, v in defaults.items()} == {k: int(v) for k, v in passed.items()}
+
+
+def test_cpus_default_to_the_hosts_possible_cpus(tmp_path: Path) -> None:
+    """The connection table gets a slice for every CPU id the kernel can hand out."""
+    possible = tmp_path / "possible"
+    for text, cpus in (("0\n", 1), ("0-1\n", 2), ("0-3,8-11\n", 12)):
+        possible.write_text(text)
+        assert host_possible_cpus(possible) == cpus
+    assert Sizes().cpus == host_possible_cpus() >= 1
+    assert Sizes(cpus=4, conn_table_size=1024).conn_table_entries == 4 * 512
+    with pytest.raises(ValueError, match="cpus"):
+        Sizes(cpus=0)
 
 
 MAP_DECL = re.compile(r'^(?:LB_MAP|LB_MAP_FLAGS|BPF_TABLE|BPF_F_TABLE)\("\w+",\s*([^,]+),\s*'
