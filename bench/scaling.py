@@ -86,8 +86,8 @@ def map_entries(sizes: Sizes) -> dict[str, int]:
         "lb_config": 1, "vips_v4": 2 * sizes.max_vips, "vips_v6": 2 * sizes.max_vips,
         "vip_index_v4": 1 << sizes.vip_index_bits, "vip_index_v6": 1 << sizes.vip_index_bits,
         "vip_filter": 1 << sizes.filter_bits, "rings": sizes.max_vips * sizes.ring_cells,
-        "backends": sizes.max_backends, "ct_v4": sizes.conn_table_sets,
-        "ct_v6": sizes.conn_table_sets, "counters": 1, "vip_stats": sizes.max_vips,
+        "backends": sizes.max_backends, "ct_v4": sizes.conn_table_entries,
+        "ct_v6": sizes.conn_table_entries, "counters": 1, "vip_stats": sizes.max_vips,
         "backend_stats": sizes.max_backends,
     }
 
@@ -194,37 +194,18 @@ class Bench:
         return self.state[ctypes.c_uint32(0)].seq
 
     def fill(self, flows: int) -> int:
-        """Empty the IPv4 table, then insert sources 1..flows on this CPU; returns how many
-        live entries the table holds on this CPU afterwards."""
-        from lb.xdp import batch
-        from lb.xdp.structs import CtSetV4
+        """Empty the table, then insert sources 1..flows on this CPU; returns how many live
+        entries the table holds on this CPU afterwards."""
         from lb.xdp.testrun import test_run
 
-        fd = self.program.table("ct_v4").get_fd()
-        stride = batch.percpu_stride(ctypes.sizeof(CtSetV4), batch.possible_cpus())
-        batch.fill_array(fd, self.program.sizes.conn_table_sets, stride)
+        self.dp.clear_conn_table()
         self.arm(0, vary=True)
         test_run(self.program.fd, self.frame, flows)
         return self.live_entries()
 
     def live_entries(self) -> int:
-        """Ways of the IPv4 table holding a flow on the pinned CPU (backend field != 0)."""
-        from lb.xdp import batch
-        from lb.xdp.structs import CtEntryV4, CtSetV4, CtState
-
-        cpus = batch.possible_cpus()
-        size, way = ctypes.sizeof(CtSetV4), ctypes.sizeof(CtEntryV4)
-        stride = batch.percpu_stride(size, cpus)
-        fd = self.program.table("ct_v4").get_fd()
-        live, sets = 0, self.program.sizes.conn_table_sets
-        for _first, _count, raw in batch.lookup_array(fd, stride, sets):
-            u16 = raw.cast("H")
-            for w in range(2):
-                at = (self.opts.cpu * (stride // cpus) + w * way + CtEntryV4.state.offset
-                      + CtState.backend.offset) // 2
-                column = u16[at::stride // 2].tolist()
-                live += len(column) - column.count(0)
-        return live
+        """Ways of the tables holding a flow on the pinned CPU."""
+        return self.dp.live_conn_entries(self.opts.cpu)
 
     def subject(self, key: str, label: str, flows: int) -> tuple[Subject, int]:
         """A case as a bench.dataplane Subject, with the repeat its calls use."""
@@ -377,11 +358,9 @@ def map_memory(sizes: Sizes) -> dict[str, dict]:
 def estimate_bytes(sizes: Sizes) -> int:
     """A rough upper estimate of the maps' memory (arrays dominate), to decide whether a load
     at these sizes is reasonable: value bytes x entries (x CPUs for per-CPU maps)."""
-    from lb.xdp import batch
-
-    cpus = batch.possible_cpus()
+    cpus = sizes.cpus
     e = map_entries(sizes)
-    return (e["rings"] * 8 + e["ct_v4"] * 64 * cpus + e["ct_v6"] * 112 * cpus
+    return (e["rings"] * 8 + e["ct_v4"] * 64 + e["ct_v6"] * 112
             + e["vip_filter"] * 4 + e["backends"] * 24 + (e["vip_stats"] + e["backend_stats"])
             * 16 * cpus + e["vips_v4"] * 64 + e["vips_v6"] * 80)
 

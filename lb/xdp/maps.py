@@ -380,6 +380,11 @@ class Dataplane:
                         live.append((i % sets, i // sets, way, bytes(view[start:start + way_size])))
         return live
 
+    def live_conn_entries(self, cpu: int | None = None) -> int:
+        """How many ways of both tables hold a flow (on CPU `cpu` only, if given)."""
+        return sum(1 for v6 in (False, True) for _set, c, _way, _raw in self._ct_live(v6)
+                   if cpu is None or c == cpu)
+
     def conn_table(self) -> Iterator[tuple[Flow, int]]:
         """Every live (flow, backend index) of both connection tables, over every CPU (a flow
         whose packets came in on two CPUs is there twice)."""
