@@ -30,13 +30,14 @@ def test_fdinfo_gives_the_kernels_memlock_and_sizes():
 
 
 def test_map_entries_follow_lb_maps_h():
-    e = bs.map_entries(Sizes())
+    sizes = Sizes()
+    e = bs.map_entries(sizes)
     assert e["rings"] == 512 * 16385
-    assert e["ct_v4"] == e["ct_v6"] == 131072
+    assert e["ct_v4"] == e["ct_v6"] == 131072 * sizes.cpus  # every CPU's slice
     assert e["vips_v4"] == 1024 and e["vip_filter"] == 65536
     assert e["vip_index_v4"] == 4096
     m = bs.map_entries(bs.MAXIMA)
-    assert m["rings"] == 65536 * 16385 and m["ct_v4"] == 1 << 25
+    assert m["rings"] == 65536 * 16385 and m["ct_v4"] == (1 << 25) * bs.MAXIMA.cpus
 
 
 def test_extrapolation_is_linear_in_entries():
