@@ -181,13 +181,18 @@ def fanout_document(vips: int, per_vip: int, pool: int, with_shared: bool) -> di
 
 # --- in-process figures --------------------------------------------------------------------
 def time_builds(sizes: Sequence[int], runs: int, ring_size: int) -> dict:
-    """build_ring timed for each backend count: one warm-up build, then `runs` timed."""
+    """build_ring timed for each backend count: one warm-up build, then `runs` timed, each
+    cold: the cache of the members' permutations (maglev._permutation) is emptied first, so
+    every build hashes its backends as a first build does."""
+    from lb.control import maglev
+
     out = {}
     for n in sizes:
         members = [(backend_address(k), 1) for k in range(n)]
         build_ring(members, ring_size)
         times = []
         for _ in range(runs):
+            maglev._permutation.cache_clear()
             t0 = time.perf_counter()
             build_ring(members, ring_size)
             times.append(time.perf_counter() - t0)

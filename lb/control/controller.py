@@ -53,8 +53,11 @@ class Controller:
         self.balancer = balancer
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
+        # Backend address -> ids of the VIPs that have it (None: to be rebuilt when needed).
+        self._users: dict[Address, set[int]] | None = self._index_users(self.vips)
         self._next_position = store.next_position()
         self.monitor: Monitor | None = None
+        self._any_checks = False  # some VIP has a health check (set by _sync_checks)
         # Slow start: when each ramping (VIP, backend) began; ramps end after slow_start_s.
         self._ramps: dict[Target, float] = {}
         self._ticker: threading.Thread | None = None
@@ -304,6 +307,8 @@ class Controller:
         backends no longer configured or draining; if none is left, every backend not
         draining), or empty it."""
         serving = [b for b in vip.backends if not b.drain]
+        if vip.check is None and vip.slow_start_s <= 0:  # nothing observed: as configured
+            return VipTarget(vip.flag_bits, {b.address: b.weight for b in serving})
         up = {b.address: self._ramped(vip, b) for b in serving
               if self._state(vip.id, b.address) != State.DOWN}
         if serving and not up and vip.all_down == "keep_last_ring":
@@ -336,15 +341,48 @@ class Controller:
                 # Put the kernel back to the committed state; the transaction rolls back.
                 self.balancer.reconcile(self._targets(self.vips, scope), scope)
                 raise
-        self.vips = new
+        touched = self._commit_vips(new)
         if self._sync_checks():
             # A backend that joined a probe already running (another VIP checks it the same
             # way) takes that probe's verdict now, not at its next change of state.
             report.add(self.balancer.reconcile(self._targets(new, scope), scope))
         self._count(report)
-        self._sync_slots({b.address for v in (*before.values(), *new.values())
-                          for b in v.backends})
+        self._sync_slots(touched)
         return report
+
+    @staticmethod
+    def _index_users(vips: dict[int, Vip]) -> dict[Address, set[int]]:
+        users: dict[Address, set[int]] = {}
+        for v in vips.values():
+            for b in v.backends:
+                users.setdefault(b.address, set()).add(v.id)
+        return users
+
+    def _commit_vips(self, new: dict[int, Vip]) -> set[Address]:
+        """Make `new` the committed state and keep the backend -> VIPs index in step;
+        returns the backend addresses of the VIPs that changed."""
+        if not self._any_checks and not self.balancer.has_disabled_backends():
+            # Nothing reads the index until a health check exists: rebuild it then.
+            self.vips, self._users = new, None
+            return set()
+        if self._users is None:
+            self._users = self._index_users(self.vips)
+        touched: set[Address] = set()
+        for vip_id in self.vips.keys() | new.keys():
+            old, now = self.vips.get(vip_id), new.get(vip_id)
+            if old is now:
+                continue
+            for b in old.backends if old else ():
+                touched.add(b.address)
+                self._users[b.address].discard(vip_id)
+            for b in now.backends if now else ():
+                touched.add(b.address)
+                self._users.setdefault(b.address, set()).add(vip_id)
+        for address in touched:
+            if not self._users.get(address):
+                self._users.pop(address, None)
+        self.vips = new
+        return touched
 
     @staticmethod
     def _count(report: ApplyReport) -> None:
@@ -367,24 +405,29 @@ class Controller:
             self.monitor.close()
 
     def _sync_checks(self) -> bool:
-        """Make the monitor check what the VIPs ask for; False when there is no monitor."""
+        """Make the monitor check what the VIPs ask for; True if a backend joined a probe
+        that already has a verdict (its VIP's ring must take it now)."""
         if self.monitor is None:
             return False
         wanted: dict[Target, ProbeKey] = {}
+        self._any_checks = False
         for v in self.vips.values():
             if v.check is None or v.check.type == "none":
                 continue
+            self._any_checks = True
             for b in v.backends:
                 wanted[(v.id, b.address)] = ProbeKey(b.address, v.check_port, v.check)
-        self.monitor.sync(wanted)
-        return True
+        return bool(self.monitor.sync(wanted))
 
     def _sync_slots(self, addresses: Iterable[Address]) -> None:
         """A backend that is down wherever it is checked, and in no ring, gets its slot
         disabled: its connection-table entries re-decide. Any other backend's is enabled."""
+        if not self._any_checks and not self.balancer.has_disabled_backends():
+            return  # no health checks: every slot stays enabled
+        if self._users is None:
+            self._users = self._index_users(self.vips)
         for address in addresses:
-            targets = [(v.id, address) for v in self.vips.values()
-                       if any(b.address == address for b in v.backends)]
+            targets = [(vip_id, address) for vip_id in self._users.get(address, ())]
             down = bool(targets) and all(self._state(*t) == State.DOWN for t in targets)
             self.balancer.set_backend_enabled(
                 address, not (down and not self.balancer.in_any_ring(address)))

@@ -276,9 +276,11 @@ class Monitor:
         with self._lock:
             return {k: list(j.started) for k, j in self._jobs.items()}
 
-    def sync(self, wanted: dict[Target, ProbeKey]) -> None:
+    def sync(self, wanted: dict[Target, ProbeKey]) -> set[Target]:
         """Check exactly `wanted` (target -> what to probe): start new probes, stop probes no
-        target needs. A target whose probe changed starts over from unknown."""
+        target needs. A target whose probe changed starts over from unknown. Returns the
+        targets that joined a probe already running with a verdict (they have it at once)."""
+        joined: set[Target] = set()
         with self._lock:
             self._by_target = {t: k for t, k in wanted.items() if k.spec.type != "none"}
             needed: dict[ProbeKey, set[Target]] = {}
@@ -295,7 +297,10 @@ class Monitor:
                     phase = (next(self._phases) * _GOLDEN_RATIO) % 1.0
                     job = self._jobs[key] = _Job(key, targets, phase=phase)
                     asyncio.run_coroutine_threadsafe(self._run(job), self._loop)
+                elif job.health.state != State.UNKNOWN:
+                    joined |= targets - job.targets
                 job.targets = targets
+        return joined
 
     def _stop(self, key: ProbeKey) -> None:
         job = self._jobs.pop(key)

@@ -36,6 +36,7 @@ recommends M >= 100 * N for that and for balance, e.g. M=65537 for up to ~650 ba
 from __future__ import annotations
 
 import array
+import functools
 import hashlib
 import heapq
 from collections.abc import Sequence
@@ -89,15 +90,20 @@ def build_ring(
     offsets = array.array("I", bytes(4 * n))
     skips = array.array("I", bytes(4 * n))
     for i, key in enumerate(keys):
-        hasher = _HASHER.copy()  # cheaper than passing `person` per call
-        hasher.update(key.encode())
-        digest = int.from_bytes(hasher.digest(), "little")
-        offsets[i] = (digest & _H1_MASK) % ring_size  # h1: low 64 bits
-        skips[i] = (digest >> 64) % (ring_size - 1) + 1  # h2: high 64 bits
+        offsets[i], skips[i] = _permutation(key, ring_size)
     quotas = array.array("I", _quotas(weights, ranks, ring_size))
     ring = array.array("I", [0]) * ring_size  # every slot is set by the fill
     _maglev.fill(array.array("I", order), offsets, skips, quotas, ring)
     return ring
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _permutation(key: str, ring_size: int) -> tuple[int, int]:
+    """(offset, skip) of a member's permutation; cached: a backend in 512 VIPs is hashed once."""
+    hasher = _HASHER.copy()  # cheaper than passing `person` per call
+    hasher.update(key.encode())
+    digest = int.from_bytes(hasher.digest(), "little")
+    return (digest & _H1_MASK) % ring_size, (digest >> 64) % (ring_size - 1) + 1  # h1, h2
 
 
 def ring_diff(old: Sequence[int], new: Sequence[int]) -> list[int]:

@@ -98,7 +98,8 @@ class Balancer:
         self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
         self._empty_ring = array.array("I", bytes(4 * self.sizes.ring_size))
         self._disabled: set[Address] = set()
-        self._prebuilt: dict[frozenset[tuple[str, int]], array.array] = {}
+        # Rings built ahead by _prebuild: VIP -> (the target's backends dict, its ring).
+        self._prebuilt: dict[VipKey, tuple[dict[Address, int], array.array]] = {}
 
     # --- VIPs -----------------------------------------------------------------------
     def add_vip(self, key: VipKey, flags: int = 0) -> VipState:
@@ -194,7 +195,9 @@ class Balancer:
         for address in added:
             self._acquire_backend(address)
         state.backends = dict(backends)
-        written = self._write_ring(state)
+        prebuilt = self._prebuilt.pop(key, None)
+        written = self._write_ring(state, prebuilt[1] if prebuilt and prebuilt[0] is backends
+                                   else None)
         if not release_first:
             for address in removed:
                 self._release_backend(address)
@@ -231,8 +234,8 @@ class Balancer:
         # that fits as a whole also fits one VIP at a time.
         order = sorted((k for k in target if k in keys),
                        key=lambda k: self._slot_growth(self.vips[k], target[k].backends))
-        self._prebuild([target[k].backends for k in order
-                        if target[k].backends != self.vips[k].backends])
+        self._prebuild({k: target[k].backends for k in order
+                        if target[k].backends != self.vips[k].backends})
         try:
             for key in order:
                 report.ring_slots_written += self._reconcile_one(key, target[key],
@@ -319,6 +322,9 @@ class Balancer:
             self._disabled.add(address)
         return True
 
+    def has_disabled_backends(self) -> bool:
+        return bool(self._disabled)
+
     def backend_enabled(self, address: Address) -> bool:
         return address in self._backend_index and address not in self._disabled
 
@@ -365,30 +371,28 @@ class Balancer:
         self.dp.purge_conn_entries(index)
         return index
 
-    def _write_ring(self, state: VipState) -> int:
+    def _write_ring(self, state: VipState, ring: array.array | None = None) -> int:
+        """Write the ring of state.backends (`ring`, if built ahead from that very dict)."""
         if not state.backends:
             return self.dp.write_ring(state.num, self._empty_ring)
-        members = [(str(a), w) for a, w in state.backends.items()]
         ids = array.array("H", [self._backend_index[a] for a in state.backends])
-        ring = self._prebuilt.pop(_members_key(members), None)
         if ring is None:
-            ring = build_ring(members, self.sizes.ring_size)
+            ring = build_ring([(str(a), w) for a, w in state.backends.items()],
+                              self.sizes.ring_size)
         return self.dp.write_ring(state.num, ring, ids)
 
-    def _prebuild(self, targets: list[dict[Address, int]]) -> None:
+    def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> None:
         """Build the rings of many VIPs at once, on every CPU (the fill loop runs without
-        the GIL), for _write_ring to pick up; a reconcile of 512 VIPs gains the most."""
-        wanted = {}
-        for backends in targets:
-            if backends:
-                members = [(str(a), w) for a, w in backends.items()]
-                wanted.setdefault(_members_key(members), members)
+        the GIL), for set_backends to pick up; a reconcile of 512 VIPs gains the most. A
+        ring's slots name positions in its backends dict, whose order set_backends keeps."""
+        wanted = {k: b for k, b in targets.items() if b}
         if len(wanted) < 2:
             return
+
+        def build(backends: dict[Address, int]) -> array.array:
+            return build_ring([(str(a), w) for a, w in backends.items()], self.sizes.ring_size)
+
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            rings = pool.map(lambda m: build_ring(m, self.sizes.ring_size), wanted.values())
-            self._prebuilt.update(zip(wanted, rings, strict=True))
-
-
-def _members_key(members: list[tuple[str, int]]) -> frozenset[tuple[str, int]]:
-    return frozenset(members)  # build_ring depends only on the set of (key, weight)
+            rings = pool.map(build, wanted.values())
+            self._prebuilt.update({k: (wanted[k], r)
+                                   for k, r in zip(wanted, rings, strict=True)})
