@@ -534,6 +534,9 @@ class Controller:
                     "health": None if health is None else health.as_dict(),
                     "in_ring": b.address in current,
                     "effective_weight": current.get(b.address, 0),
+                    # The check this backend gets: the VIP's, with the port it probes.
+                    "check": None if vip.check is None else
+                    {**vip.check.model_dump(mode="json"), "port": vip.check_port},
                 }
                 if counts is not None and (b.drain or conn_entries):
                     index = self.balancer.backend_index_or_none(b.address)

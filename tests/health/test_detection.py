@@ -93,6 +93,9 @@ def test_http_check_marks_a_backend_answering_500_down(
     seen = backends(api, vip_id)[addrs[2]]
     assert not seen["in_ring"]
     assert seen["health"]["last_check"]["reason"] == "HTTP 500, expected 200"
+    assert seen["health"]["in_state_s"] >= 0
+    assert (seen["check"]["type"], seen["check"]["http_path"], seen["check"]["port"]) == \
+        ("http", "/health", port)
     # Every new flow reaches a backend that answers 200 (a 500 would count as LabError).
     assert set(answers(lab, vip, port)) == {"backend0", "backend1"}
 
