@@ -8,9 +8,7 @@ running (`servers` starts them and stops every one it started, also when the tes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,19 +20,6 @@ from lb.labdaemon import LabDaemon, remove_leftover_pins
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbh"
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(HERE):
-            item.add_marker(pytest.mark.root)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("health tests need root (bpf(), network namespaces)")
 
 
 @pytest.fixture(scope="session")

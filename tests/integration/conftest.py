@@ -9,9 +9,7 @@ removes them again afterwards.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from pyroute2 import netns as pyroute2_netns
@@ -25,22 +23,8 @@ from lb.xdp.maps import Dataplane, VipKey
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbt"
-HERE = Path(__file__).resolve().parent
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(HERE):
-            item.add_marker(pytest.mark.root)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _needs_root() -> None:
-    """Session, autouse: skip the integration suite unless running as root."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root (bpf(), network namespaces)")
 
 
 @pytest.fixture(scope="session")
