@@ -8,6 +8,7 @@ owns and removes on close, as it removes the process, also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -17,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pyroute2 import netns as pyroute2_netns
 
-from lb.lab import FABRIC_MTU, VethLab
+from lb.lab import FABRIC_MTU, LabError, VethLab, remove_leftovers
 from lb.xdp.loader import BPFFS
 
 # prctl(PR_SET_PDEATHSIG): the daemon gets SIGKILL if the process that started it dies.
@@ -44,6 +47,21 @@ def remove_leftover_pins() -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed
+
+
+@contextlib.contextmanager
+def fresh_lab(prefix: str, **kwargs: Any) -> Iterator[VethLab]:
+    """A VethLab (`kwargs` as VethLab's) built after removing what dead runs with `prefix`
+    left behind (namespaces, lab daemons' pins); on exit, raises LabError if any of its
+    namespaces is still there (checked through netlink, not through the lab's own records)."""
+    remove_leftovers(prefix)
+    remove_leftover_pins()
+    with VethLab(prefix=prefix, **kwargs) as lab:
+        names = lab.namespaces
+        yield lab
+    left = set(names) & set(pyroute2_netns.listnetns())
+    if left:
+        raise LabError(f"lab namespaces left behind: {sorted(left)}")
 
 
 class DaemonError(RuntimeError):

@@ -93,14 +93,20 @@ class Health:
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-async def _tcp(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
-    # A bare non-blocking connect, waited on with add_writer: loop.sock_connect would first
-    # resolve the (numeric) address, which costs more than the connect itself.
+def _tcp_connect(address: Address, port: int) -> tuple[socket.socket, int]:
+    """Start a TCP check: a non-blocking connect from a socket that closes with a reset (no
+    TIME_WAIT). Returns the socket and connect's errno (EINPROGRESS: wait until writable)."""
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        err = sock.connect_ex((str(address), port))
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    return sock, sock.connect_ex((str(address), port))
+
+
+async def _tcp(address: Address, port: int, spec: CheckSpec) -> tuple[bool, str]:
+    # One check on an event loop (the Monitor runs TCP checks on _TcpProber instead), waited
+    # on with add_writer: loop.sock_connect would first resolve the (numeric) address.
+    sock, err = _tcp_connect(address, port)
+    with sock:
         if err == errno.EINPROGRESS:
             # The timeout is a timer on this future (asyncio.timeout costs more than the check).
             loop = asyncio.get_running_loop()
@@ -281,10 +287,7 @@ class _TcpProber:
     def _start(self, job: _Job, now: float, due: float) -> None:
         key = job.key
         job.started.append(now)
-        family = socket.AF_INET6 if key.address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        err = sock.connect_ex((str(key.address), key.port))
+        sock, err = _tcp_connect(key.address, key.port)
         if err != errno.EINPROGRESS:
             self._finish(job, sock, err, due)
             return

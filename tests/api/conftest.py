@@ -11,10 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from pyroute2 import netns as pyroute2_netns
 
-from lb.lab import VethLab, remove_leftovers
-from lb.labdaemon import LabDaemon, remove_leftover_pins
+from lb.lab import VethLab
+from lb.labdaemon import LabDaemon, fresh_lab
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lba"
@@ -26,14 +25,9 @@ def api_lab() -> Iterator[VethLab]:
 
     Cleanup: namespaces deleted, then checked gone.
     """
-    remove_leftovers(LAB_PREFIX)
-    remove_leftover_pins()
-    with VethLab(n_backends=3, rx_queues=2, prefix=LAB_PREFIX) as the_lab:
-        names = the_lab.namespaces
+    with fresh_lab(LAB_PREFIX, n_backends=3, rx_queues=2) as the_lab:
         the_lab.start_http_servers([*the_lab.vips_v4()[:2], *the_lab.vips_v6()[:1]])
         yield the_lab
-    left = set(names) & set(pyroute2_netns.listnetns())
-    assert not left, f"lab namespaces left behind: {sorted(left)}"
 
 
 @pytest.fixture(scope="session")

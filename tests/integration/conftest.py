@@ -12,10 +12,10 @@ import ipaddress
 from collections.abc import Callable, Iterator
 
 import pytest
-from pyroute2 import netns as pyroute2_netns
 
 from lb.control.service import Balancer, VipState, vip_key
-from lb.lab import VethLab, kernel_xdp_mode, remove_leftovers
+from lb.lab import VethLab, kernel_xdp_mode
+from lb.labdaemon import fresh_lab
 from lb.xdp import loader
 from lb.xdp.config import Sizes
 from lb.xdp.loader import XdpMode
@@ -46,12 +46,8 @@ def lab() -> Iterator[VethLab]:
     Cleanup: servers stopped, XDP detached, namespaces (and so veths) deleted; then checks that
     none of them is left.
     """
-    remove_leftovers(LAB_PREFIX)
-    with VethLab(n_backends=3, rx_queues=2, prefix=LAB_PREFIX) as the_lab:
-        names = the_lab.namespaces
+    with fresh_lab(LAB_PREFIX, n_backends=3, rx_queues=2) as the_lab:
         yield the_lab
-    left = set(names) & set(pyroute2_netns.listnetns())
-    assert not left, f"lab namespaces left behind: {sorted(left)}"
 
 
 @pytest.fixture(scope="session")
