@@ -332,16 +332,23 @@ def balancer_subjects(program: loader.Program, dp: Dataplane, opts: Options) -> 
     ]
 
 
-def floor_subjects(opts: Options, frame: bytes) -> tuple[list[Subject], list]:
+def floor_subjects(opts: Options, frame: bytes,
+                   probe_lines: int | None = None) -> tuple[list[Subject], list]:
     """The floors, pass and encap, each with the flow held fixed and varied as the new-flow
-    case varies it. Returns (subjects, the bcc objects to keep until the end)."""
+    case varies it; with `probe_lines`, also the probe floor (encap, varied, plus one read
+    of a line picked by the flow from an array of that many 64-byte lines).
+    Returns (subjects, the bcc objects to keep until the end)."""
     subjects, keep = [], []
-    for entry, name, verdict, grow in (("floor_pass", "pass", XDP_PASS, 0),
-                                       ("floor_encap", "encap", XDP_TX, ENCAP_V4_LEN)):
-        bpf, fd = loader.load_function(FLOORS_FILE, entry, opts.floor_cflags())
+    kinds = [("floor_pass", "pass", XDP_PASS, 0, (False, True), []),
+             ("floor_encap", "encap", XDP_TX, ENCAP_V4_LEN, (False, True), [])]
+    if probe_lines:
+        kinds.append(("floor_probe", "probe", XDP_TX, ENCAP_V4_LEN, (True,),
+                      [f"-DFLOOR_PROBE_LINES={probe_lines}"]))
+    for entry, name, verdict, grow, varies, cflags in kinds:
+        bpf, fd = loader.load_function(FLOORS_FILE, entry, opts.floor_cflags() + cflags)
         keep.append(bpf)
         state = BenchStateMap(bpf[b"bench_state"])
-        for vary in (False, True):
+        for vary in varies:
             def prepare(state=state, vary=vary) -> None:
                 state.arm(frame, vary)
 
@@ -349,17 +356,20 @@ def floor_subjects(opts: Options, frame: bytes) -> tuple[list[Subject], list]:
                 problems = frame_problems(result.frame, frame, grow, 4 if grow else None, vary)
                 return problems + (state.advanced(repeat) if vary else [])
 
-            what = ("bench prologue, XDP_PASS" if name == "pass" else
-                    "bench prologue, adjust_head -20, Ethernet + outer IPv4 with checksum, "
-                    "XDP_TX")
+            what = {"pass": "bench prologue, XDP_PASS",
+                    "encap": "bench prologue, adjust_head -20, Ethernet + outer IPv4 with "
+                             "checksum, XDP_TX",
+                    "probe": f"as encap, plus one read of a 64-byte line (of {probe_lines:,}) "
+                             "picked by the flow"}[name]
             check = f"verdict {VERDICT_NAMES[verdict]}, " + (
                 f"frame + {grow}-byte outer header" if grow else "frame untouched")
             if vary:
                 what += "; prologue also writes a new IPv4 source each repetition"
                 check += ", bench_state.seq += N"
-            subjects.append(Subject(f"{name}_vary" if vary else name,
-                                    f"{name} floor" + (" +vary" if vary else ""),
-                                    what, check, fd, frame, verdict, prepare, inspect))
+            key = name if name == "probe" else f"{name}_vary" if vary else name
+            label = f"{name} floor" + (" +vary" if vary and name != "probe" else "")
+            subjects.append(Subject(key, label, what, check, fd, frame, verdict, prepare,
+                                    inspect))
     return subjects, keep
 
 

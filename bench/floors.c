@@ -9,6 +9,11 @@
  *   floor_encap  restore, grow the head by an outer IPv4 header, write Ethernet and
  *                the outer header with its checksum, XDP_TX (what a forwarded
  *                packet must cost at least: no parsing, no map but bench_state)
+ *   floor_probe  floor_encap plus one read of a 64-byte line picked by hashing the
+ *                flow number, from an array as big as one CPU's connection table
+ *                (FLOOR_PROBE_LINES lines, allocated as ct_v4 is): the least a packet
+ *                of one of many flows costs when each flow has a line of its own
+ *                (bench.scaling's floor for its cycling case)
  *   floor_tx     XDP_TX of the frame unchanged, no prologue: the throughput
  *                benchmark's ceiling on a live interface (bench.throughput)
  *
@@ -35,9 +40,22 @@ int floor_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-int floor_encap(struct xdp_md *ctx)
+/* Lines of floor_probe's array (a power of two); 2 lines when not given. */
+#ifndef FLOOR_PROBE_LINES
+#define FLOOR_PROBE_LINES 2
+#endif
+
+/* One 64-byte line of floor_probe's array (as a connection-table set is one line). */
+struct floor_line {
+	__u64 word[8];
+};
+
+/* floor_probe's array: zeroes, allocated (mmapable) as the connection table is. */
+BPF_F_TABLE("array", __u32, struct floor_line, probe_lines, FLOOR_PROBE_LINES, BPF_F_MMAPABLE);
+
+/* Grow the restored frame by an outer IPv4 header with IP ID `id`, fill it in, XDP_TX. */
+static __always_inline int floor_encap_frame(struct xdp_md *ctx, __u16 id)
 {
-	__u32 zero = 0;
 	void *data, *end;
 	struct ethhdr *eth;
 	struct iphdr *o;
@@ -45,8 +63,6 @@ int floor_encap(struct xdp_md *ctx)
 	__u32 sum = 0;
 	__u16 inner_len;
 
-	if (bench_restore(ctx, bench_state.lookup(&zero)))
-		return XDP_ABORTED;
 	inner_len = (__u16)(ctx->data_end - ctx->data - ETH_HLEN);
 	if (bpf_xdp_adjust_head(ctx, -FLOOR_ENCAP_LEN))
 		return XDP_ABORTED;
@@ -67,7 +83,7 @@ int floor_encap(struct xdp_md *ctx)
 	o->ihl = 5;
 	o->tos = 0;
 	o->tot_len = bpf_htons(inner_len + FLOOR_ENCAP_LEN);
-	o->id = 0;
+	o->id = id;
 	o->frag_off = 0;
 	o->ttl = 64;
 	o->protocol = FLOOR_IPPROTO_IPIP;
@@ -83,6 +99,32 @@ int floor_encap(struct xdp_md *ctx)
 	sum = (sum & 0xffff) + (sum >> 16);
 	o->check = ~sum;
 	return XDP_TX;
+}
+
+int floor_encap(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+
+	if (bench_restore(ctx, bench_state.lookup(&zero)))
+		return XDP_ABORTED;
+	return floor_encap_frame(ctx, 0);
+}
+
+int floor_probe(struct xdp_md *ctx)
+{
+	__u32 zero = 0, line;
+	struct bench_state *st = bench_state.lookup(&zero);
+	struct floor_line *l;
+
+	if (bench_restore(ctx, st) || !st)
+		return XDP_ABORTED;
+	/* The line depends on the flow, as a connection-table set does (Fibonacci hashing). */
+	line = (st->seq * 2654435761u) & (FLOOR_PROBE_LINES - 1);
+	l = probe_lines.lookup(&line);
+	if (!l)
+		return XDP_ABORTED;
+	/* The line's value (0) goes into the frame, so the read cannot be left out. */
+	return floor_encap_frame(ctx, (__u16)l->word[0]);
 }
 
 int floor_tx(struct xdp_md *ctx)

@@ -24,3 +24,24 @@ def test_every_benchmark_figure_takes_its_intended_path(tmp_path):
     assert "INVALID" not in run.stdout
     report = json.loads(out.read_text())
     assert report["cases"], "no figures in the report"
+
+
+def test_every_scaling_figure_takes_its_intended_path(tmp_path):
+    out = tmp_path / "scaling.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--repeat", "2000", "--repeat-new", "1000",
+         "--runs", "1", "--flows", "1,1000", "--vips", "1", "--backends", "10",
+         "--conn-table-size", "65536", "--no-memory", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"benchmark exited {run.returncode}:\n{run.stdout}\n{run.stderr}"
+    assert "INVALID" not in run.stdout
+    report = json.loads(out.read_text())
+    cases = {(r["flows"], r["case"]): r for r in report["rows"]}
+    assert set(cases) == {(1, "new"), (1, "established"), (1000, "new"),
+                          (1000, "established"), (1000, "cycling")}
+    assert all(r["valid"] and r["ns"] > 0 for r in cases.values())
+    cycling = cases[(1000, "cycling")]
+    assert cycling["floor"] == "probe" and cycling["repeat"] == 1000  # every flow once
+    assert cycling["floor_ns"] > 0 and cycling["hit_share"] >= 0.85
+    (t,) = report["targets"]["established_vs_one_flow"]
+    assert t["result"] in ("PASS", "MISS") and t["probe_floor_ns"] == cycling["floor_ns"]

@@ -58,3 +58,23 @@ def test_the_grid_needs_a_table_that_can_hold_a_million_flows():
     assert opts.sizes().conn_table_size >= 4 * max(opts.flows)
     with pytest.raises(ValueError):
         bs.Options(conn_table_size=3).sizes()
+
+
+def _row(flows, case, ns, floor_ns=60.0, ratio=None):
+    return {"vips": 1, "backends": 10, "flows": flows, "case": case, "ns": ns,
+            "floor_ns": floor_ns, "ratio_to_floor": ratio}
+
+
+def test_targets_judge_one_flow_among_many_and_report_cycling_against_its_floor():
+    opts = bs.Options(flows=(1, 1000), vips=(1,), backends=(10,))
+    rows = [_row(1, "established", 100.0), _row(1000, "established", 140.0),
+            _row(1000, "cycling", 300.0, floor_ns=240.0, ratio=1.25)]
+    (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
+    assert (t["ratio"], t["result"]) == (1.4, "PASS")
+    assert (t["ratio_cycling"], t["ratio_probe_floor"], t["cycling_over_probe"]) == \
+        (3.0, 2.4, 1.25)
+    rows[1] = _row(1000, "established", 160.0)
+    (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
+    assert t["result"] == "MISS"
+    (t,) = bs.targets(rows[:1], opts)["established_vs_one_flow"]
+    assert t["result"] == "INVALID" and t["ratio_cycling"] is None
