@@ -356,11 +356,12 @@ def floor_subjects(opts: Options, frame: bytes,
                 problems = frame_problems(result.frame, frame, grow, 4 if grow else None, vary)
                 return problems + (state.advanced(repeat) if vary else [])
 
-            what = {"pass": "bench prologue, XDP_PASS",
-                    "encap": "bench prologue, adjust_head -20, Ethernet + outer IPv4 with "
-                             "checksum, XDP_TX",
-                    "probe": f"as encap, plus one read of a 64-byte line (of {probe_lines:,}) "
-                             "picked by the flow"}[name]
+            what = ("bench prologue, XDP_PASS" if name == "pass" else
+                    "bench prologue, adjust_head -20, Ethernet + outer IPv4 with checksum, "
+                    "XDP_TX")
+            if name == "probe":
+                what += f", plus one read of a 64-byte line (of {probe_lines:,}) picked by " \
+                        "the flow"
             check = f"verdict {VERDICT_NAMES[verdict]}, " + (
                 f"frame + {grow}-byte outer header" if grow else "frame untouched")
             if vary:

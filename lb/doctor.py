@@ -143,18 +143,21 @@ def parse_ip_link_xdp(text: str) -> tuple[str | None, int | None]:
 def mtu_headroom(mtu: int, client_mtu: int = CLIENT_MTU) -> tuple[Status, str]:
     """Whether an L3 MTU of `mtu` toward the backends carries a `client_mtu`-byte packet once
     encapsulated: with an IPv6 outer header (+40, ok), only an IPv4 one (+20, warn), or
-    neither (warn: full-size packets to a VIP are dropped as `drop_too_big`)."""
+    neither (warn: full-size packets to a VIP are answered with ICMP "too big", so clients
+    shrink them by path MTU discovery, a round trip later, and only when ICMP reaches them)."""
     if mtu >= client_mtu + ENCAP_V6:
         return Status.OK, (f"MTU {mtu} >= {client_mtu} + {ENCAP_V6}: full-size packets fit "
                            "once encapsulated, IPv4 and IPv6 outer headers")
     if mtu >= client_mtu + ENCAP_V4:
         return Status.WARN, (f"MTU {mtu}: room for an IPv4 outer header (+{ENCAP_V4}) only; "
-                             f"{client_mtu}-byte packets to IPv6 backends are dropped "
-                             "(drop_too_big)")
+                             f"{client_mtu}-byte packets to IPv6 backends are answered "
+                             "with ICMP 'too big' (icmp_too_big; IPv4 without DF: drop_too_big)")
     largest = mtu - ENCAP_V4
     return Status.WARN, (f"MTU {mtu} leaves no headroom for a {client_mtu}-byte client packet: "
                          f"only packets up to {largest} (IPv4 backends) / {mtu - ENCAP_V6} (IPv6 "
-                         "backends) bytes are forwarded, bigger ones are dropped (drop_too_big)")
+                         "backends) bytes are forwarded; bigger ones are answered with ICMP "
+                         "'too big' (icmp_too_big), or dropped when IPv4 without DF "
+                         "(drop_too_big)")
 
 
 def exit_code(findings: Iterable[Finding]) -> int:

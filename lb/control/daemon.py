@@ -101,6 +101,8 @@ def run(settings: Settings) -> None:
     runtime = Runtime(settings, iface, next_hop)
 
     program = loader.load(settings.sizes(), pin_dir=settings.pin_dir)
+    for name in program.renewed:
+        log.info("event=counters_renewed map=%s reason=layout_changed", name)
     dataplane = Dataplane(program)
     dataplane.write_config(settings.runtime_config(
         next_hop_mac=next_hop, src_mac=egress.mac,

@@ -1,6 +1,7 @@
 /* balancer.c - the XDP pipeline: parse, find the VIP, pick a backend (connection
- * table, else Maglev ring), encapsulate IP-in-IP, transmit. Everything that is
- * not for a VIP passes to the kernel untouched.
+ * table, else Maglev ring), encapsulate IP-in-IP, transmit. A packet that would not
+ * fit the MTU once encapsulated is answered with ICMP "too big" (icmp.h). Everything
+ * that is not for a VIP passes to the kernel untouched.
  *
  * Every stage either returns a final verdict, counted in `counters` under a
  * reason, or lets the packet continue down the ladder. Malformed or unusual
@@ -15,6 +16,7 @@
 #include "parsing.h"
 #include "flowhash.h"
 #include "encap.h"
+#include "icmp.h"
 #ifdef LB_BENCH
 #include "bench.h"
 #endif
@@ -178,6 +180,27 @@ static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 id
 	}
 }
 
+/* A packet too big to forward once encapsulated: answer its source with ICMP "too big"
+ * (what fits is `mtu`), else drop it. */
+static __always_inline int too_big(struct xdp_md *ctx, const struct packet *p, __u16 mtu,
+				   struct lb_counters *cnt)
+{
+	int err;
+
+	if (p->encap.inner_proto == LB_IPPROTO_IPIP)
+		err = p->l2_len == ETH_HLEN ?
+			icmp_too_big_v4(ctx, ETH_HLEN, 0, mtu) :
+			icmp_too_big_v4(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu);
+	else
+		err = p->l2_len == ETH_HLEN ?
+			icmp_too_big_v6(ctx, ETH_HLEN, 0, mtu) :
+			icmp_too_big_v6(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu);
+	if (err)
+		return count_drop(cnt, CNT_DROP_TOO_BIG);
+	cnt->n[CNT_ICMP_TOO_BIG]++;
+	return XDP_TX;
+}
+
 /* Add the outer header and send toward backend `idx`; the VIP and backend stats
  * count only packets that really leave. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const struct vip_meta *vip,
@@ -189,7 +212,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 	int err;
 
 	if (p->encap.inner_len + overhead > cfg->mtu)
-		return count_drop(cnt, CNT_DROP_TOO_BIG);
+		return too_big(ctx, p, cfg->mtu - overhead, cnt);
 	if (bpf_xdp_adjust_head(ctx, -overhead))
 		return count_drop(cnt, CNT_DROP_ENCAP_FAILED);
 	data = (void *)(long)ctx->data;

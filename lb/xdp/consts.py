@@ -43,6 +43,7 @@ class Counter(enum.IntEnum):
     DROP_NO_BACKEND = 18
     DROP_TOO_BIG = 19
     DROP_ENCAP_FAILED = 20
+    ICMP_TOO_BIG = 21
 
 
 COUNTER_SLOTS = len(Counter)

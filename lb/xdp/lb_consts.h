@@ -85,7 +85,8 @@
 /* Backend flag: the backend's address is IPv6, so the outer header is IPv6. */
 #define F_BACKEND_IPV6 (1 << 1)
 
-/* Verdict totals, then connection-table outcomes, then one slot per pass and drop reason. */
+/* Verdict totals, then connection-table outcomes, then one slot per pass and drop reason,
+ * then ICMP replies (a verdict total of their own). */
 /* Packets handed to the kernel (XDP_PASS), whatever the reason. */
 #define CNT_PASS 0
 /* Packets dropped (XDP_DROP), whatever the reason. */
@@ -124,9 +125,11 @@
 #define CNT_DROP_TTL_EXPIRED 17
 /* Drop: the VIP's ring names no usable backend (no backends configured). */
 #define CNT_DROP_NO_BACKEND 18
-/* Drop: larger than the MTU once encapsulated (ICMP "too big" is not generated yet). */
+/* Drop: larger than the MTU once encapsulated, and not answered by ICMP (IPv4 without DF). */
 #define CNT_DROP_TOO_BIG 19
 /* Drop: the kernel refused to grow the headroom for the outer header. */
 #define CNT_DROP_ENCAP_FAILED 20
+/* Packets too big once encapsulated, answered with ICMP "too big" to their source (XDP_TX). */
+#define CNT_ICMP_TOO_BIG 21
 /* Number of counter slots. */
-#define CNT_MAX 21
+#define CNT_MAX 22

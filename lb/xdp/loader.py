@@ -26,6 +26,9 @@ SOURCE_DIR = Path(__file__).resolve().parent
 PROGRAM_FILE = SOURCE_DIR / "balancer.c"
 ENTRY = "xdp_balancer"
 BPFFS = Path("/sys/fs/bpf")
+# Maps that hold only counters: when a new build changes their layout (a counter added),
+# their pins are renewed instead of refusing the load, so such an upgrade stays hitless.
+COUNTER_MAPS = ("counters", "vip_stats", "backend_stats")
 
 # XDP_FLAGS_* of the kernel UAPI (if_link.h).
 _XDP_FLAGS_SKB_MODE = 1 << 1
@@ -77,6 +80,7 @@ class Program:
     sizes: Sizes
     pin_dir: Path | None
     cflags: list[str] = field(default_factory=list)
+    renewed: list[str] = field(default_factory=list)  # counter maps made anew (COUNTER_MAPS)
 
     def table(self, name: str):
         """The bcc table object of map `name`."""
@@ -115,6 +119,7 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
         if not os.path.ismount(BPFFS):
             raise LoadError(f"{BPFFS} is not mounted: mount -t bpf bpf {BPFFS}")
         pin_dir.mkdir(parents=True, exist_ok=True)
+    renewed = renew_counter_pins(pin_dir) if pin_dir is not None else []
     cflags = compile_flags(sizes, pin_dir, bench, extra_cflags)
     try:
         bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
@@ -132,7 +137,31 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     except Exception:
         bpf.cleanup()
         raise
-    return Program(bpf=bpf, fd=fn.fd, sizes=sizes, pin_dir=pin_dir, cflags=cflags)
+    return Program(bpf=bpf, fd=fn.fd, sizes=sizes, pin_dir=pin_dir, cflags=cflags,
+                   renewed=renewed)
+
+
+def renew_counter_pins(pin_dir: Path) -> list[str]:
+    """Unpin each map of COUNTER_MAPS whose key or value size is not this build's, so the
+    load makes it anew (its counts start from zero; a program still attached keeps counting
+    into the old one until it is replaced). Returns the names unpinned."""
+    renewed = []
+    for name in COUNTER_MAPS:
+        path = pin_dir / name
+        if not path.exists():
+            continue
+        fd = _libbpf.bpf_obj_get(str(path).encode())
+        if fd < 0:
+            continue  # not a map we can read: check_pinned reports it after the load
+        try:
+            info = map_info(fd)
+        finally:
+            os.close(fd)
+        key, value = MAP_LAYOUTS[name]
+        if (info.key_size, info.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
+            path.unlink()
+            renewed.append(name)
+    return renewed
 
 
 def check_pinned(bpf: BPF, names, pin_dir: Path) -> None:

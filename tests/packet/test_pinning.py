@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import ipaddress
 import os
@@ -18,6 +19,7 @@ from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig, Sizes
 from lb.xdp.consts import XDP_TX
 from lb.xdp.maps import Dataplane
+from lb.xdp.structs import LbCounters
 from lb.xdp.testrun import test_run
 
 pytestmark = pytest.mark.root
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.root
 SIZES = Sizes(max_vips=4, max_backends=64, conn_table_size=1024)
 VIP = "10.100.7.1"
 BACKEND = ipaddress.ip_address("10.0.7.10")
+# enum bpf_map_type (UAPI).
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
 
 
 @pytest.fixture
@@ -92,3 +96,49 @@ def test_fewer_cpus_than_the_host_has_are_refused():
         pytest.skip("needs a host with 2 or more possible CPUs")
     with pytest.raises(loader.LoadError, match="possible CPUs"):
         loader.load(dataclasses.replace(SIZES, cpus=SIZES.cpus - 1))
+
+
+def test_counter_maps_of_an_older_layout_are_renewed_and_the_state_kept(pin_dir, one_cpu):
+    """An upgrade that adds a counter: the pinned counters map (one slot short) is made
+    anew; rings and the connection table are kept, so flows keep their backends."""
+    first = loader.load(SIZES, pin_dir=pin_dir)
+    dp1 = Dataplane(first)
+    dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02", src_mac="02:00:00:00:00:01"))
+    balancer = Balancer(dp1)
+    key = vip_key(VIP, 80, "tcp")
+    balancer.add_vip(key)
+    balancer.add_backend(key, BACKEND)
+    assert test_run(first.fd, frame("S")).verdict == XDP_TX
+    dp1.close()
+    first.close()
+    # What an older build pinned: the same per-CPU array, one counter slot fewer.
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    (pin_dir / "counters").unlink()
+    old_value = ctypes.sizeof(LbCounters) - 8
+    fd = libbpf.bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, b"counters", 4, old_value, 1, None)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libbpf.bpf_obj_pin(fd, str(pin_dir / "counters").encode()) == 0
+    finally:
+        os.close(fd)
+
+    second = loader.load(SIZES, pin_dir=pin_dir)
+    dp2 = Dataplane(second)
+    try:
+        assert second.renewed == ["counters"]
+        assert loader.map_info(second.table("counters").get_fd()).value_size == \
+            ctypes.sizeof(LbCounters)
+        assert [b for _, b in dp2.conn_table()] == [balancer.backend_index(BACKEND)]
+        assert dp2.counters()["ct_hit"] == 0  # counts start again
+        result = test_run(second.fd, frame("A"))
+        assert result.verdict == XDP_TX and Ether(result.frame)[IP].dst == str(BACKEND)
+        assert dp2.counters()["ct_hit"] == 1
+    finally:
+        dp2.close()
+        second.close()
+    # A third load with the layout right renews nothing.
+    third = loader.load(SIZES, pin_dir=pin_dir)
+    try:
+        assert third.renewed == []
+    finally:
+        third.close()

@@ -1,0 +1,169 @@
+/* icmp.h - the one ICMP error the balancer answers itself: a packet to a VIP that would be
+ * bigger than the MTU toward the backends once encapsulated gets "fragmentation needed"
+ * (ICMPv4 type 3 code 4, RFC 1191) or "packet too big" (ICMPv6 type 2, RFC 8201) back to
+ * its source, from the VIP, so the client's path MTU discovery shrinks its packets rather
+ * than losing them.
+ *
+ * The reply is built in place: the frame is cut to the quote (the invoking packet's IP
+ * header and its first 8 bytes of payload, which is what the source needs to find its
+ * socket), the head grows by the reply's IP and ICMP headers, and the frame goes back out
+ * the receiving interface to the MAC it came from, on the same VLAN. l2_len is 14 or 18, a
+ * constant at each call site.
+ */
+#pragma once
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include "encap.h"
+#include "parsing.h"
+
+/* Bytes of an IPv4 packet quoted: its header (never with options here) and 8 more. */
+#define LB_ICMP_QUOTE_V4 28
+/* Bytes of an IPv6 packet quoted: its fixed header (no extension headers here) and 8 more. */
+#define LB_ICMP_QUOTE_V6 48
+/* Hop limit / TTL of the replies. */
+#define LB_ICMP_TTL 64
+/* ICMPv6 "packet too big" type (RFC 4443). */
+#define LB_ICMPV6_PKT_TOOBIG 2
+
+/* One's-complement fold of a 32-bit sum of 16-bit words, complemented. */
+static __always_inline __u16 csum_fold32(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* Ethernet (+ the VLAN tag) of a reply: back to `macs`' source from its destination. */
+static __always_inline void write_reply_l2(void *at, const __u8 *macs, int l2_len,
+					   __be16 vlan_tci, __be16 proto)
+{
+	struct ethhdr *eth = at;
+
+	__builtin_memcpy(eth->h_dest, macs + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, macs, ETH_ALEN);
+	if (l2_len != ETH_HLEN) {
+		struct vlan_tag *tag = (void *)(eth + 1);
+
+		eth->h_proto = bpf_htons(ETH_P_8021Q);
+		tag->tci = vlan_tci;
+		tag->inner_proto = proto;
+	} else {
+		eth->h_proto = proto;
+	}
+}
+
+/* Turn an IPv4 frame into "fragmentation needed, next-hop MTU `mtu`"; 0 when the frame is
+ * the reply, -1 when it cannot be (no DF: the source allows fragments, which are not made
+ * here; or the kernel refused to resize), and the caller drops it. */
+static __always_inline int icmp_too_big_v4(struct xdp_md *ctx, int l2_len, __be16 vlan_tci,
+					   __u16 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + l2_len;
+	struct icmphdr *icmp;
+	__u8 macs[2 * ETH_ALEN];
+	__be32 client, vip;
+	__u32 sum = 0;
+	__u16 *w;
+
+	if (data + l2_len + LB_ICMP_QUOTE_V4 > end || !(ip->frag_off & bpf_htons(LB_IP_DF)))
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	client = ip->saddr;
+	vip = ip->daddr;
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len + LB_ICMP_QUOTE_V4) - (int)(end - data)) ||
+	    bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	ip = data + l2_len;
+	icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V4 > end)
+		return -1;
+
+	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IP));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*icmp) + LB_ICMP_QUOTE_V4);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = LB_ICMP_TTL;
+	ip->protocol = IPPROTO_ICMP;
+	ip->check = 0;
+	ip->saddr = vip;
+	ip->daddr = client;
+	ip->check = ipv4_csum(ip);
+
+	icmp->type = ICMP_DEST_UNREACH;
+	icmp->code = ICMP_FRAG_NEEDED;
+	icmp->checksum = 0;
+	icmp->un.frag.__unused = 0;
+	icmp->un.frag.mtu = bpf_htons(mtu);
+	w = (__u16 *)icmp;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*icmp) + LB_ICMP_QUOTE_V4) / 2; i++)
+		sum += w[i];
+	icmp->checksum = csum_fold32(sum);
+	return 0;
+}
+
+/* As icmp_too_big_v4, for IPv6: "packet too big, MTU `mtu`" (never refused for a flag). */
+static __always_inline int icmp_too_big_v6(struct xdp_md *ctx, int l2_len, __be16 vlan_tci,
+					   __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + l2_len;
+	struct icmp6hdr *icmp;
+	__u8 macs[2 * ETH_ALEN];
+	__be32 client[4], vip[4];
+	__u32 sum;
+	__u16 *w;
+
+	if (data + l2_len + LB_ICMP_QUOTE_V6 > end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	__builtin_memcpy(client, ip6->saddr.in6_u.u6_addr32, sizeof(client));
+	__builtin_memcpy(vip, ip6->daddr.in6_u.u6_addr32, sizeof(vip));
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len + LB_ICMP_QUOTE_V6) - (int)(end - data)) ||
+	    bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip6) + sizeof(*icmp))))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	ip6 = data + l2_len;
+	icmp = (void *)(ip6 + 1);
+	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V6 > end)
+		return -1;
+
+	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IPV6));
+	ip6->version = 6;
+	ip6->priority = 0;
+	ip6->flow_lbl[0] = ip6->flow_lbl[1] = ip6->flow_lbl[2] = 0;
+	ip6->payload_len = bpf_htons(sizeof(*icmp) + LB_ICMP_QUOTE_V6);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = LB_ICMP_TTL;
+	__builtin_memcpy(ip6->saddr.in6_u.u6_addr32, vip, sizeof(vip));
+	__builtin_memcpy(ip6->daddr.in6_u.u6_addr32, client, sizeof(client));
+
+	icmp->icmp6_type = LB_ICMPV6_PKT_TOOBIG;
+	icmp->icmp6_code = 0;
+	icmp->icmp6_cksum = 0;
+	icmp->icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
+	/* Pseudo-header (source, destination, length, next header), then the message. */
+	sum = bpf_htons(sizeof(*icmp) + LB_ICMP_QUOTE_V6) + bpf_htons(IPPROTO_ICMPV6);
+	w = (__u16 *)&ip6->saddr;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		sum += w[i];
+	w = (__u16 *)icmp;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*icmp) + LB_ICMP_QUOTE_V6) / 2; i++)
+		sum += w[i];
+	icmp->icmp6_cksum = csum_fold32(sum);
+	return 0;
+}
