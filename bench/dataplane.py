@@ -342,8 +342,10 @@ def floor_subjects(opts: Options, frame: bytes,
     kinds = [("floor_pass", "pass", XDP_PASS, 0, (False, True), []),
              ("floor_encap", "encap", XDP_TX, ENCAP_V4_LEN, (False, True), [])]
     if probe_lines:
+        if probe_lines & (probe_lines - 1):
+            raise ValueError(f"probe_lines must be a power of two, got {probe_lines}")
         kinds.append(("floor_probe", "probe", XDP_TX, ENCAP_V4_LEN, (True,),
-                      [f"-DFLOOR_PROBE_LINES={probe_lines}"]))
+                      [f"-DFLOOR_PROBE_BITS={probe_lines.bit_length() - 1}"]))
     for entry, name, verdict, grow, varies, cflags in kinds:
         bpf, fd = loader.load_function(FLOORS_FILE, entry, opts.floor_cflags() + cflags)
         keep.append(bpf)

@@ -11,7 +11,7 @@
  *                packet must cost at least: no parsing, no map but bench_state)
  *   floor_probe  floor_encap plus one read of a 64-byte line picked by hashing the
  *                flow number, from an array as big as one CPU's connection table
- *                (FLOOR_PROBE_LINES lines, allocated as ct_v4 is): the least a packet
+ *                (2^FLOOR_PROBE_BITS lines, allocated as ct_v4 is): the least a packet
  *                of one of many flows costs when each flow has a line of its own
  *                (bench.scaling's floor for its cycling case)
  *   floor_tx     XDP_TX of the frame unchanged, no prologue: the throughput
@@ -40,10 +40,13 @@ int floor_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Lines of floor_probe's array (a power of two); 2 lines when not given. */
-#ifndef FLOOR_PROBE_LINES
-#define FLOOR_PROBE_LINES 2
+/* floor_probe's array has 2^bits lines; 1 bit when not given. */
+#ifndef FLOOR_PROBE_BITS
+#define FLOOR_PROBE_BITS 1
 #endif
+
+/* Lines of floor_probe's array. */
+#define FLOOR_PROBE_LINES (1u << FLOOR_PROBE_BITS)
 
 /* One 64-byte line of floor_probe's array (as a connection-table set is one line). */
 struct floor_line {
@@ -118,8 +121,9 @@ int floor_probe(struct xdp_md *ctx)
 
 	if (bench_restore(ctx, st) || !st)
 		return XDP_ABORTED;
-	/* The line depends on the flow, as a connection-table set does (Fibonacci hashing). */
-	line = (st->seq * 2654435761u) & (FLOOR_PROBE_LINES - 1);
+	/* The line depends on the flow, as a connection-table set does (Fibonacci hashing:
+	 * the top bits of the product, so consecutive flows land far apart). */
+	line = (st->seq * 2654435761u) >> (32 - FLOOR_PROBE_BITS);
 	l = probe_lines.lookup(&line);
 	if (!l)
 		return XDP_ABORTED;

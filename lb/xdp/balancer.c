@@ -180,23 +180,52 @@ static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 id
 	}
 }
 
+/* Whether this CPU may send one more ICMP reply now (GCRA: LB_ICMP_RATE per second,
+ * bursts of LB_ICMP_BURST); if so, the reply is counted against the budget. */
+static __always_inline int icmp_budget_take(void)
+{
+	const __u64 interval = 1000000000ULL / LB_ICMP_RATE;
+	__u32 zero = 0;
+	__u64 *due = icmp_budget.lookup(&zero);
+	__u64 now = bpf_ktime_get_ns(), next;
+
+	if (!due)
+		return 0;
+	next = *due > now ? *due : now;
+	if (next - now >= LB_ICMP_BURST * interval)
+		return 0;
+	*due = next + interval;
+	return 1;
+}
+
 /* A packet too big to forward once encapsulated: answer its source with ICMP "too big"
- * (what fits is `mtu`), else drop it. */
+ * (what fits is `mtu`) when one is due and the budget allows, else drop it. */
 static __always_inline int too_big(struct xdp_md *ctx, const struct packet *p, __u16 mtu,
 				   struct lb_counters *cnt)
 {
-	int err;
+	int v4 = p->encap.inner_proto == LB_IPPROTO_IPIP, tagged = p->l2_len != ETH_HLEN;
+	int due, err;
 
-	if (p->encap.inner_proto == LB_IPPROTO_IPIP)
-		err = p->l2_len == ETH_HLEN ?
-			icmp_too_big_v4(ctx, ETH_HLEN, 0, mtu) :
-			icmp_too_big_v4(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu);
+	if (v4)
+		due = tagged ? icmp_due_v4(ctx, ETH_HLEN + sizeof(struct vlan_tag)) :
+			       icmp_due_v4(ctx, ETH_HLEN);
 	else
-		err = p->l2_len == ETH_HLEN ?
-			icmp_too_big_v6(ctx, ETH_HLEN, 0, mtu) :
-			icmp_too_big_v6(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu);
-	if (err)
+		due = tagged ? icmp_due_v6(ctx, ETH_HLEN + sizeof(struct vlan_tag), mtu) :
+			       icmp_due_v6(ctx, ETH_HLEN, mtu);
+	if (!due)
 		return count_drop(cnt, CNT_DROP_TOO_BIG);
+	if (!icmp_budget_take())
+		return count_drop(cnt, CNT_DROP_ICMP_RATE_LIMITED);
+	if (v4)
+		err = tagged ?
+			icmp_too_big_v4(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu) :
+			icmp_too_big_v4(ctx, ETH_HLEN, 0, mtu);
+	else
+		err = tagged ?
+			icmp_too_big_v6(ctx, ETH_HLEN + sizeof(struct vlan_tag), p->vlan_tci, mtu) :
+			icmp_too_big_v6(ctx, ETH_HLEN, 0, mtu);
+	if (err)
+		return count_drop(cnt, CNT_DROP_ENCAP_FAILED);
 	cnt->n[CNT_ICMP_TOO_BIG]++;
 	return XDP_TX;
 }

@@ -44,6 +44,7 @@ class Counter(enum.IntEnum):
     DROP_TOO_BIG = 19
     DROP_ENCAP_FAILED = 20
     ICMP_TOO_BIG = 21
+    DROP_ICMP_RATE_LIMITED = 22
 
 
 COUNTER_SLOTS = len(Counter)

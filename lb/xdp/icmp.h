@@ -4,11 +4,12 @@
  * its source, from the VIP, so the client's path MTU discovery shrinks its packets rather
  * than losing them.
  *
- * The reply is built in place: the frame is cut to the quote (the invoking packet's IP
- * header and its first 8 bytes of payload, which is what the source needs to find its
- * socket), the head grows by the reply's IP and ICMP headers, and the frame goes back out
+ * The reply is built in place: the frame is cut to the quote (IPv4: the invoking packet's
+ * header and 8 bytes, RFC 792; IPv6: as much as keeps the reply within 1280 bytes, RFC 4443
+ * 2.4(c)), the head grows by the reply's IP and ICMP headers, and the frame goes back out
  * the receiving interface to the MAC it came from, on the same VLAN. l2_len is 14 or 18, a
- * constant at each call site.
+ * constant at each call site. The rate limit (RFC 4443 2.4(f)) is the caller's: it needs a
+ * map, and bcc rewrites map calls in the main file only.
  */
 #pragma once
 #include <linux/icmp.h>
@@ -21,12 +22,18 @@
 
 /* Bytes of an IPv4 packet quoted: its header (never with options here) and 8 more. */
 #define LB_ICMP_QUOTE_V4 28
-/* Bytes of an IPv6 packet quoted: its fixed header (no extension headers here) and 8 more. */
-#define LB_ICMP_QUOTE_V6 48
+/* Bytes of an IPv6 packet quoted: what keeps the reply (40 + 8 + quote) within 1280 bytes. */
+#define LB_ICMP_QUOTE_V6 1232
+/* The least MTU an IPv6 "packet too big" may name (RFC 8201: smaller values are ignored). */
+#define LB_IPV6_MIN_MTU 1280
 /* Hop limit / TTL of the replies. */
 #define LB_ICMP_TTL 64
 /* ICMPv6 "packet too big" type (RFC 4443). */
 #define LB_ICMPV6_PKT_TOOBIG 2
+/* Return of the builders: no reply is due (the caller drops the packet as too big). */
+#define LB_ICMP_NOT_DUE -1
+/* Return of the builders: the kernel refused to resize the frame (the caller drops it). */
+#define LB_ICMP_RESIZE_FAILED -2
 
 /* One's-complement fold of a 32-bit sum of 16-bit words, complemented. */
 static __always_inline __u16 csum_fold32(__u32 sum)
@@ -34,6 +41,26 @@ static __always_inline __u16 csum_fold32(__u32 sum)
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return ~sum;
+}
+
+/* Whether an IPv4 source may be sent an ICMP error (RFC 1122 3.2.2: not 0/8, 127/8,
+ * multicast or class E, which includes the limited broadcast). */
+static __always_inline int icmp_unicast_v4(__be32 addr)
+{
+	__u8 first = bpf_ntohl(addr) >> 24;
+
+	return first != 0 && first != 127 && first < 224;
+}
+
+/* Whether an IPv6 source may be sent an ICMPv6 error (RFC 4443 2.4(e): not ::, ::1, or
+ * multicast). */
+static __always_inline int icmp_unicast_v6(const __be32 *addr)
+{
+	if ((bpf_ntohl(addr[0]) >> 24) == 0xff)
+		return 0;
+	if (addr[0] | addr[1] | addr[2])
+		return 1;
+	return addr[3] != 0 && addr[3] != bpf_htonl(1);
 }
 
 /* Ethernet (+ the VLAN tag) of a reply: back to `macs`' source from its destination. */
@@ -55,9 +82,35 @@ static __always_inline void write_reply_l2(void *at, const __u8 *macs, int l2_le
 	}
 }
 
-/* Turn an IPv4 frame into "fragmentation needed, next-hop MTU `mtu`"; 0 when the frame is
- * the reply, -1 when it cannot be (no DF: the source allows fragments, which are not made
- * here; or the kernel refused to resize), and the caller drops it. */
+/* Whether an IPv4 frame is due a "fragmentation needed": DF set (without it the source
+ * allows fragments, which are not made here), from a unicast source to our unicast MAC. */
+static __always_inline int icmp_due_v4(struct xdp_md *ctx, int l2_len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + l2_len;
+
+	if (data + l2_len + LB_ICMP_QUOTE_V4 > end)
+		return 0;
+	return (ip->frag_off & bpf_htons(LB_IP_DF)) && icmp_unicast_v4(ip->saddr) &&
+	       !(((__u8 *)data)[0] & 1);
+}
+
+/* Whether an IPv6 frame is due a "packet too big" naming `mtu`: a unicast source, our
+ * unicast MAC, an MTU the source will act on, and enough bytes to quote. */
+static __always_inline int icmp_due_v6(struct xdp_md *ctx, int l2_len, __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + l2_len;
+
+	if (data + l2_len + LB_ICMP_QUOTE_V6 > end || mtu < LB_IPV6_MIN_MTU)
+		return 0;
+	return icmp_unicast_v6(ip6->saddr.in6_u.u6_addr32) && !(((__u8 *)data)[0] & 1);
+}
+
+/* Turn an IPv4 frame (icmp_due_v4) into "fragmentation needed, next-hop MTU `mtu`";
+ * 0, or LB_ICMP_RESIZE_FAILED. */
 static __always_inline int icmp_too_big_v4(struct xdp_md *ctx, int l2_len, __be16 vlan_tci,
 					   __u16 mtu)
 {
@@ -70,28 +123,28 @@ static __always_inline int icmp_too_big_v4(struct xdp_md *ctx, int l2_len, __be1
 	__u32 sum = 0;
 	__u16 *w;
 
-	if (data + l2_len + LB_ICMP_QUOTE_V4 > end || !(ip->frag_off & bpf_htons(LB_IP_DF)))
-		return -1;
+	if (data + l2_len + LB_ICMP_QUOTE_V4 > end)
+		return LB_ICMP_RESIZE_FAILED;
 	__builtin_memcpy(macs, data, sizeof(macs));
 	client = ip->saddr;
 	vip = ip->daddr;
 	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len + LB_ICMP_QUOTE_V4) - (int)(end - data)) ||
 	    bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
-		return -1;
+		return LB_ICMP_RESIZE_FAILED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	ip = data + l2_len;
 	icmp = (void *)(ip + 1);
 	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V4 > end)
-		return -1;
+		return LB_ICMP_RESIZE_FAILED;
 
 	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IP));
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tos = 0;
 	ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*icmp) + LB_ICMP_QUOTE_V4);
-	ip->id = 0;
-	ip->frag_off = 0;
+	ip->id = 0;                          /* an atomic datagram (DF set): RFC 6864 */
+	ip->frag_off = bpf_htons(LB_IP_DF);
 	ip->ttl = LB_ICMP_TTL;
 	ip->protocol = IPPROTO_ICMP;
 	ip->check = 0;
@@ -112,7 +165,7 @@ static __always_inline int icmp_too_big_v4(struct xdp_md *ctx, int l2_len, __be1
 	return 0;
 }
 
-/* As icmp_too_big_v4, for IPv6: "packet too big, MTU `mtu`" (never refused for a flag). */
+/* As icmp_too_big_v4, for an IPv6 frame (icmp_due_v6): "packet too big, MTU `mtu`". */
 static __always_inline int icmp_too_big_v6(struct xdp_md *ctx, int l2_len, __be16 vlan_tci,
 					   __u32 mtu)
 {
@@ -122,23 +175,25 @@ static __always_inline int icmp_too_big_v6(struct xdp_md *ctx, int l2_len, __be1
 	struct icmp6hdr *icmp;
 	__u8 macs[2 * ETH_ALEN];
 	__be32 client[4], vip[4];
+	__u64 partial;
 	__u32 sum;
 	__u16 *w;
+	void *msg;
 
 	if (data + l2_len + LB_ICMP_QUOTE_V6 > end)
-		return -1;
+		return LB_ICMP_RESIZE_FAILED;
 	__builtin_memcpy(macs, data, sizeof(macs));
 	__builtin_memcpy(client, ip6->saddr.in6_u.u6_addr32, sizeof(client));
 	__builtin_memcpy(vip, ip6->daddr.in6_u.u6_addr32, sizeof(vip));
 	if (bpf_xdp_adjust_tail(ctx, (int)(l2_len + LB_ICMP_QUOTE_V6) - (int)(end - data)) ||
 	    bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip6) + sizeof(*icmp))))
-		return -1;
+		return LB_ICMP_RESIZE_FAILED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	ip6 = data + l2_len;
 	icmp = (void *)(ip6 + 1);
 	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V6 > end)
-		return -1;
+		return LB_ICMP_RESIZE_FAILED;
 
 	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IPV6));
 	ip6->version = 6;
@@ -154,15 +209,19 @@ static __always_inline int icmp_too_big_v6(struct xdp_md *ctx, int l2_len, __be1
 	icmp->icmp6_code = 0;
 	icmp->icmp6_cksum = 0;
 	icmp->icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
-	/* Pseudo-header (source, destination, length, next header), then the message. */
-	sum = bpf_htons(sizeof(*icmp) + LB_ICMP_QUOTE_V6) + bpf_htons(IPPROTO_ICMPV6);
+	/* The message (header and quote, 1240 bytes) in chunks bpf_csum_diff takes (<= 512,
+	 * multiples of 4), then the pseudo-header: source, destination, length, next header. */
+	msg = icmp;
+	partial = bpf_csum_diff(0, 0, msg, 512, 0);
+	partial = bpf_csum_diff(0, 0, msg + 512, 512, (__u32)partial);
+	partial = bpf_csum_diff(0, 0, msg + 1024, sizeof(*icmp) + LB_ICMP_QUOTE_V6 - 1024,
+				(__u32)partial);
+	sum = (__u32)partial;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum += bpf_htons(sizeof(*icmp) + LB_ICMP_QUOTE_V6) + bpf_htons(IPPROTO_ICMPV6);
 	w = (__u16 *)&ip6->saddr;
 #pragma unroll
 	for (int i = 0; i < 16; i++)
-		sum += w[i];
-	w = (__u16 *)icmp;
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*icmp) + LB_ICMP_QUOTE_V6) / 2; i++)
 		sum += w[i];
 	icmp->icmp6_cksum = csum_fold32(sum);
 	return 0;

@@ -70,6 +70,11 @@
 #define LB_HASH_SEED 0x5eed1b01
 #endif
 
+/* ICMP "too big" replies each CPU may send per second (RFC 4443 2.4(f) rate limit). */
+#define LB_ICMP_RATE 1000
+/* Replies each CPU may send back to back before LB_ICMP_RATE applies. */
+#define LB_ICMP_BURST 50
+
 /* Bytes an IPv4 outer header adds. */
 #define LB_ENCAP_V4_LEN 20
 /* Bytes an IPv6 outer header adds. */
@@ -125,11 +130,15 @@
 #define CNT_DROP_TTL_EXPIRED 17
 /* Drop: the VIP's ring names no usable backend (no backends configured). */
 #define CNT_DROP_NO_BACKEND 18
-/* Drop: larger than the MTU once encapsulated, and not answered by ICMP (IPv4 without DF). */
+/* Drop: larger than the MTU once encapsulated, and due no ICMP reply (IPv4 without DF, a
+ * source that must not get ICMP errors, an IPv6 MTU under 1280). */
 #define CNT_DROP_TOO_BIG 19
-/* Drop: the kernel refused to grow the headroom for the outer header. */
+/* Drop: the kernel refused to grow the headroom for the outer header (or to resize the frame
+ * into an ICMP reply). */
 #define CNT_DROP_ENCAP_FAILED 20
 /* Packets too big once encapsulated, answered with ICMP "too big" to their source (XDP_TX). */
 #define CNT_ICMP_TOO_BIG 21
+/* Drop: too big once encapsulated, and this CPU's ICMP reply budget is spent. */
+#define CNT_DROP_ICMP_RATE_LIMITED 22
 /* Number of counter slots. */
-#define CNT_MAX 22
+#define CNT_MAX 23

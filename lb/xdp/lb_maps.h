@@ -61,3 +61,6 @@ LB_MAP("percpu_array", __u32, struct lb_stats, vip_stats, LB_MAX_VIPS);
 
 /* Per-backend packets and bytes, by backend index. */
 LB_MAP("percpu_array", __u32, struct lb_stats, backend_stats, LB_MAX_BACKENDS);
+
+/* ICMP reply budget (per CPU, one entry): when, in ns, the next reply is due (GCRA). */
+LB_MAP("percpu_array", __u32, __u64, icmp_budget, 1);

@@ -122,29 +122,38 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     renewed = renew_counter_pins(pin_dir) if pin_dir is not None else []
     cflags = compile_flags(sizes, pin_dir, bench, extra_cflags)
     try:
-        bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
-        fn = bpf.load_func(entry.encode(), BPF.XDP)
-    except Exception as e:  # bcc raises bare Exception with the compiler's output on stderr
-        raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
-    layouts = dict(MAP_LAYOUTS)
-    if bench:
-        layouts.update(BENCH_MAP_LAYOUTS)
-    try:
-        if src_file == PROGRAM_FILE:
-            check_layouts(_compiled_types(bpf, layouts), layouts)
-        if pin_dir is not None:
-            check_pinned(bpf, layouts, pin_dir)
+        try:
+            bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
+            fn = bpf.load_func(entry.encode(), BPF.XDP)
+        except Exception as e:  # bcc raises bare Exception with the compiler's output
+            raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
+        layouts = dict(MAP_LAYOUTS)
+        if bench:
+            layouts.update(BENCH_MAP_LAYOUTS)
+        try:
+            if src_file == PROGRAM_FILE:
+                check_layouts(_compiled_types(bpf, layouts), layouts)
+            if pin_dir is not None:
+                check_pinned(bpf, layouts, pin_dir)
+        except Exception:
+            bpf.cleanup()
+            raise
     except Exception:
-        bpf.cleanup()
+        if renewed:
+            finish_renewal(pin_dir, renewed, loaded=False)
         raise
+    if renewed:
+        finish_renewal(pin_dir, renewed, loaded=True)
     return Program(bpf=bpf, fd=fn.fd, sizes=sizes, pin_dir=pin_dir, cflags=cflags,
                    renewed=renewed)
 
 
 def renew_counter_pins(pin_dir: Path) -> list[str]:
-    """Unpin each map of COUNTER_MAPS whose key or value size is not this build's, so the
-    load makes it anew (its counts start from zero; a program still attached keeps counting
-    into the old one until it is replaced). Returns the names unpinned."""
+    """Move aside (to <name>_prev: bpffs names take no dots) each pin of COUNTER_MAPS whose
+    key or value size is not this build's, so that the load makes the map anew (its counts
+    start from zero; a program still attached keeps counting into the old map until it is
+    replaced). Returns the names moved; `finish_renewal` drops or restores them once the
+    load succeeded or failed."""
     renewed = []
     for name in COUNTER_MAPS:
         path = pin_dir / name
@@ -155,13 +164,42 @@ def renew_counter_pins(pin_dir: Path) -> list[str]:
             continue  # not a map we can read: check_pinned reports it after the load
         try:
             info = map_info(fd)
+            key, value = MAP_LAYOUTS[name]
+            if (info.key_size, info.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
+                _move_pin(fd, path, path.with_name(f"{name}_prev"))
+                renewed.append(name)
+        except OSError as e:
+            raise LoadError(f"cannot renew pinned map {path}: {e}") from e
         finally:
             os.close(fd)
-        key, value = MAP_LAYOUTS[name]
-        if (info.key_size, info.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
-            path.unlink()
-            renewed.append(name)
     return renewed
+
+
+def _move_pin(fd: int, src: Path, dst: Path) -> None:
+    """Pin `fd` (the object pinned at `src`) at `dst` instead (bpffs has no rename)."""
+    dst.unlink(missing_ok=True)
+    if _libbpf.bpf_obj_pin(fd, str(dst).encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf_obj_pin {dst}: {os.strerror(err)}")
+    src.unlink()
+
+
+def finish_renewal(pin_dir: Path, renewed: list[str], loaded: bool) -> None:
+    """After a load: drop the pins renew_counter_pins moved aside (`loaded`), or put them
+    back in place of whatever the failed load pinned, so the directory is as it was."""
+    for name in renewed:
+        old = pin_dir / f"{name}_prev"
+        if loaded:
+            old.unlink(missing_ok=True)
+            continue
+        fd = _libbpf.bpf_obj_get(str(old).encode())
+        if fd < 0:
+            continue
+        try:
+            (pin_dir / name).unlink(missing_ok=True)
+            _move_pin(fd, old, pin_dir / name)
+        finally:
+            os.close(fd)
 
 
 def check_pinned(bpf: BPF, names, pin_dir: Path) -> None:
@@ -257,6 +295,10 @@ class _MapInfo(ctypes.Structure):
 
 
 _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+_libbpf.bpf_obj_get.argtypes = [ctypes.c_char_p]
+_libbpf.bpf_obj_get.restype = ctypes.c_int
+_libbpf.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
+_libbpf.bpf_obj_pin.restype = ctypes.c_int
 
 
 def map_info(map_fd: int) -> _MapInfo:

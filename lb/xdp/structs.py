@@ -164,6 +164,7 @@ MAP_LAYOUTS: dict[str, tuple[Key, Key]] = {
     "counters": (u32, LbCounters),
     "vip_stats": (u32, LbStats),
     "backend_stats": (u32, LbStats),
+    "icmp_budget": (u32, u64),
 }
 BENCH_MAP_LAYOUTS: dict[str, tuple[Key, Key]] = {"bench_state": (u32, BenchState)}
 

@@ -148,9 +148,11 @@ class Rig:
         return {k: v for k, v in self.dp.counters().items() if v}
 
     def reset(self) -> None:
-        """Zero counters and stats, empty the connection tables, write BASE_CONFIG."""
+        """Zero counters and stats, empty the connection tables, refill the ICMP reply
+        budget, write BASE_CONFIG."""
         self.dp.clear_stats()
         self.dp.clear_conn_table()
+        self.program.table("icmp_budget").clear()  # a full ICMP reply budget
         self.set_config(BASE_CONFIG)
 
     def set_config(self, cfg: RuntimeConfig) -> None:

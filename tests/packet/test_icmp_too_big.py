@@ -1,11 +1,15 @@
 """Packets to a VIP that would exceed the MTU once encapsulated are answered with ICMP "too
 big" (IPv4 "fragmentation needed", ICMPv6 "packet too big"), built field by field as the
-RFCs say; the checksums are verified here from the bytes, independently of the program."""
+RFCs say; the checksums are verified here from the bytes, independently of the program.
+Sources that must not get ICMP errors get none, and the replies are rate limited."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
+import time
+from pathlib import Path
 
 import pytest
 from packet_frames import CLIENT4, CLIENT6, CLIENT_MAC, LB_MAC, eth, tcp, udp, v4, v6
@@ -19,6 +23,11 @@ from lb.xdp.consts import XDP_DROP, XDP_TX
 pytestmark = pytest.mark.root
 
 DF = "DF"
+CONSTS = (Path(__file__).resolve().parents[2] / "lb" / "xdp" / "lb_consts.h").read_text()
+RATE = int(re.search(r"#define LB_ICMP_RATE (\d+)", CONSTS).group(1))
+BURST = int(re.search(r"#define LB_ICMP_BURST (\d+)", CONSTS).group(1))
+QUOTE_V6 = 1232  # RFC 4443 2.4(c): the reply within 1280 bytes (40 + 8 + 1232)
+DROPPED = {"drop": 1, "drop_too_big": 1, "ct_miss": 1}
 
 
 def ones_complement_sum(data: bytes) -> int:
@@ -58,7 +67,7 @@ def check_v4_reply(rig, frame: bytes, vip: str, mtu: int, vlan: int | None = Non
     raw_ip = result.frame[l2_len:]
     ip = out[IP]
     assert (ip.src, ip.dst, ip.proto, ip.ttl, ip.len, ip.ihl) == (vip, CLIENT4, 1, 64, 56, 5)
-    assert ip.frag == 0 and ip.flags == 0
+    assert ip.frag == 0 and ip.flags == "DF" and ip.id == 0  # atomic datagram, RFC 6864
     assert ones_complement_sum(raw_ip[:20]) == 0xffff, "bad IPv4 header checksum"
     icmp = out[ICMP]
     assert (icmp.type, icmp.code, icmp.nexthopmtu) == (3, 4, mtu)
@@ -74,17 +83,17 @@ def check_v6_reply(rig, frame: bytes, vip: str, mtu: int, vlan: int | None = Non
     assert result.verdict == XDP_TX, result.verdict_name
     out = Ether(result.frame)
     check_l2(out, vlan, 0x86DD)
-    assert len(result.frame) == l2_len + 40 + 8 + 48
+    assert len(result.frame) == l2_len + 40 + 8 + QUOTE_V6 == l2_len + 1280
     raw_ip = result.frame[l2_len:]
     ip6 = out[IPv6]
-    assert (ip6.src, ip6.dst, ip6.nh, ip6.hlim, ip6.plen) == (vip, CLIENT6, 58, 64, 56)
+    assert (ip6.src, ip6.dst, ip6.nh, ip6.hlim, ip6.plen) == (vip, CLIENT6, 58, 64, 1240)
     assert (ip6.tc, ip6.fl) == (0, 0)
     ptb = out[ICMPv6PacketTooBig]
     assert (ptb.type, ptb.code, ptb.mtu) == (2, 0, mtu)
     pseudo = (ipaddress.ip_address(vip).packed + ipaddress.ip_address(CLIENT6).packed
-              + struct.pack("!IxxxB", 56, 58))
+              + struct.pack("!IxxxB", 1240, 58))
     assert ones_complement_sum(pseudo + raw_ip[40:]) == 0xffff, "bad ICMPv6 checksum"
-    assert raw_ip[48:] == ip_bytes(frame, l2_len)[:48], "the quote is not the packet's head"
+    assert raw_ip[48:] == ip_bytes(frame, l2_len)[:QUOTE_V6], "the quote is not the packet's head"
     assert rig.counters() == {"icmp_too_big": 1, "ct_miss": 1}
 
 
@@ -115,7 +124,36 @@ def test_ethernet_trailer_is_not_quoted(rig):
 def test_ipv4_without_df_is_dropped_and_counted(rig):
     result = rig.run(big(v4() / tcp(), 1481))
     assert result.verdict == XDP_DROP
-    assert rig.counters() == {"drop": 1, "drop_too_big": 1, "ct_miss": 1}
+    assert rig.counters() == DROPPED
+
+
+@pytest.mark.parametrize("source", ["224.0.0.5", "239.1.2.3", "255.255.255.255", "240.0.0.1",
+                                    "127.0.0.1", "0.0.0.0"])
+def test_ipv4_sources_that_must_not_get_icmp_errors_get_none(rig, source):
+    result = rig.run(big(v4(src=source, flags=DF) / tcp(), 1481))
+    assert result.verdict == XDP_DROP
+    assert rig.counters() == DROPPED
+
+
+@pytest.mark.parametrize("source", ["ff02::1", "ff0e::1", "::", "::1"])
+def test_ipv6_sources_that_must_not_get_icmp_errors_get_none(rig, source):
+    result = rig.run(big(v6(src=source) / tcp(443), 1461))
+    assert result.verdict == XDP_DROP
+    assert rig.counters() == DROPPED
+
+
+def test_a_frame_sent_to_a_group_mac_gets_no_reply(rig):
+    frame = bytearray(big(v4(flags=DF) / tcp(), 1481))
+    frame[0:6] = b"\xff" * 6  # broadcast: the reply would come from a group address
+    assert rig.run(bytes(frame)).verdict == XDP_DROP
+    assert rig.counters() == DROPPED
+
+
+def test_no_ipv6_reply_names_an_mtu_under_1280(rig):
+    # 1300 - 40 = 1260: IPv6 sources ignore it (RFC 8201), so it is dropped, not answered.
+    with rig.configured(mtu=1300):
+        assert rig.run(big(v6() / tcp(443), 1300)).verdict == XDP_DROP
+        assert rig.counters() == DROPPED
 
 
 @pytest.mark.parametrize(("layers", "vip", "mtu"), [
@@ -143,3 +181,22 @@ def test_a_packet_that_fits_is_still_forwarded(rig):
     assert result.verdict == XDP_TX
     assert IP in Ether(result.frame) and Ether(result.frame)[IP].proto == 4  # IP-in-IP
     assert rig.counters() == {"tx": 1, "ct_miss": 1}
+
+
+def test_replies_are_rate_limited_per_cpu(rig):
+    """A burst of BURST replies, then RATE per second; the excess is dropped and counted.
+    (The rig runs every frame on one CPU, so one budget applies.)"""
+    frame = big(v4(flags=DF) / tcp(), 1481)
+    sent = BURST + 400
+    start = time.monotonic()
+    verdicts = [rig.run(frame).verdict for _ in range(sent)]
+    elapsed = time.monotonic() - start
+    replies = verdicts.count(XDP_TX)
+    counters = rig.counters()
+    assert counters["icmp_too_big"] == replies
+    assert counters["drop_icmp_rate_limited"] == verdicts.count(XDP_DROP) == sent - replies
+    assert BURST <= replies <= BURST + RATE * elapsed + 1, (replies, elapsed)
+    assert sent - replies > 0, f"{sent} frames in {elapsed:.3f} s were all answered"
+    # Once the budget has refilled, replies flow again.
+    time.sleep(BURST / RATE)
+    assert rig.run(frame).verdict == XDP_TX

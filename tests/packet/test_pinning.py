@@ -98,6 +98,31 @@ def test_fewer_cpus_than_the_host_has_are_refused():
         loader.load(dataclasses.replace(SIZES, cpus=SIZES.cpus - 1))
 
 
+def pin_older_counters(pin_dir: Path) -> int:
+    """Replace the pinned counters with what an older build pinned: the same per-CPU array,
+    one counter slot fewer. Returns that value size."""
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    (pin_dir / "counters").unlink()
+    old_value = ctypes.sizeof(LbCounters) - 8
+    fd = libbpf.bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, b"counters", 4, old_value, 1, None)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libbpf.bpf_obj_pin(fd, str(pin_dir / "counters").encode()) == 0
+    finally:
+        os.close(fd)
+    return old_value
+
+
+def pinned_value_size(path: Path) -> int:
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    fd = libbpf.bpf_obj_get(str(path).encode())
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        return loader.map_info(fd).value_size
+    finally:
+        os.close(fd)
+
+
 def test_counter_maps_of_an_older_layout_are_renewed_and_the_state_kept(pin_dir, one_cpu):
     """An upgrade that adds a counter: the pinned counters map (one slot short) is made
     anew; rings and the connection table are kept, so flows keep their backends."""
@@ -111,16 +136,7 @@ def test_counter_maps_of_an_older_layout_are_renewed_and_the_state_kept(pin_dir,
     assert test_run(first.fd, frame("S")).verdict == XDP_TX
     dp1.close()
     first.close()
-    # What an older build pinned: the same per-CPU array, one counter slot fewer.
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    (pin_dir / "counters").unlink()
-    old_value = ctypes.sizeof(LbCounters) - 8
-    fd = libbpf.bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, b"counters", 4, old_value, 1, None)
-    assert fd >= 0, os.strerror(ctypes.get_errno())
-    try:
-        assert libbpf.bpf_obj_pin(fd, str(pin_dir / "counters").encode()) == 0
-    finally:
-        os.close(fd)
+    pin_older_counters(pin_dir)
 
     second = loader.load(SIZES, pin_dir=pin_dir)
     dp2 = Dataplane(second)
@@ -142,3 +158,13 @@ def test_counter_maps_of_an_older_layout_are_renewed_and_the_state_kept(pin_dir,
         assert third.renewed == []
     finally:
         third.close()
+
+
+def test_a_failed_load_puts_the_older_counters_back(pin_dir):
+    """A load refused for another reason (other sizes) leaves the pins as they were."""
+    loader.load(SIZES, pin_dir=pin_dir).close()
+    old_value = pin_older_counters(pin_dir)
+    with pytest.raises(loader.PinnedMapMismatch):
+        loader.load(dataclasses.replace(SIZES, max_vips=8), pin_dir=pin_dir)
+    assert pinned_value_size(pin_dir / "counters") == old_value
+    assert not (pin_dir / "counters_prev").exists()

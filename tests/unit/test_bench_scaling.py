@@ -65,16 +65,16 @@ def _row(flows, case, ns, floor_ns=60.0, ratio=None):
             "floor_ns": floor_ns, "ratio_to_floor": ratio}
 
 
-def test_targets_judge_one_flow_among_many_and_report_cycling_against_its_floor():
+def test_targets_judge_cycling_and_report_one_flow_and_the_probe_floor():
     opts = bs.Options(flows=(1, 1000), vips=(1,), backends=(10,))
-    rows = [_row(1, "established", 100.0), _row(1000, "established", 140.0),
+    rows = [_row(1, "established", 100.0), _row(1000, "established", 110.0),
             _row(1000, "cycling", 300.0, floor_ns=240.0, ratio=1.25)]
     (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
-    assert (t["ratio"], t["result"]) == (1.4, "PASS")
-    assert (t["ratio_cycling"], t["ratio_probe_floor"], t["cycling_over_probe"]) == \
-        (3.0, 2.4, 1.25)
-    rows[1] = _row(1000, "established", 160.0)
+    assert (t["ratio"], t["result"]) == (3.0, "MISS")
+    assert (t["ratio_one_flow"], t["ratio_probe_floor"], t["cycling_over_probe"]) == \
+        (1.1, 2.4, 1.25)
+    rows[2] = _row(1000, "cycling", 150.0, floor_ns=120.0, ratio=1.25)
     (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
-    assert t["result"] == "MISS"
-    (t,) = bs.targets(rows[:1], opts)["established_vs_one_flow"]
-    assert t["result"] == "INVALID" and t["ratio_cycling"] is None
+    assert (t["ratio"], t["result"]) == (1.5, "PASS")
+    (t,) = bs.targets(rows[:2], opts)["established_vs_one_flow"]
+    assert t["result"] == "INVALID" and t["probe_floor_ns"] is None
