@@ -38,14 +38,14 @@ struct encap_info {
 	__u32 src_bits;           /* encap_src_bits() of the flow */
 };
 
-/* Ethernet (+ the packet's VLAN tag, kept) toward the next hop; returns its length. */
-static __always_inline void write_l2(void *at, const struct lb_config *cfg, int has_vlan,
+/* Ethernet from `src` to `dst` (+ the packet's VLAN tag, kept) carrying `proto`. */
+static __always_inline void write_l2(void *at, const __u8 *dst, const __u8 *src, int has_vlan,
 				     __be16 vlan_tci, __be16 proto)
 {
 	struct ethhdr *eth = at;
 
-	__builtin_memcpy(eth->h_dest, cfg->next_hop_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, cfg->src_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
 	if (has_vlan) {
 		struct vlan_tag *tag = (void *)(eth + 1);
 
@@ -111,14 +111,16 @@ static __always_inline int write_encap(void *data, void *end, int l2_len, const 
 
 		if ((void *)(o + 1) > end)
 			return -1;
-		write_l2(data, cfg, l2_len != ETH_HLEN, vlan_tci, bpf_htons(ETH_P_IPV6));
+		write_l2(data, cfg->next_hop_mac, cfg->src_mac, l2_len != ETH_HLEN, vlan_tci,
+			 bpf_htons(ETH_P_IPV6));
 		write_outer_v6(o, cfg, e, be->addr);
 	} else {
 		struct iphdr *o = data + l2_len;
 
 		if ((void *)(o + 1) > end)
 			return -1;
-		write_l2(data, cfg, l2_len != ETH_HLEN, vlan_tci, bpf_htons(ETH_P_IP));
+		write_l2(data, cfg->next_hop_mac, cfg->src_mac, l2_len != ETH_HLEN, vlan_tci,
+			 bpf_htons(ETH_P_IP));
 		write_outer_v4(o, cfg, e, be->addr[0]);
 	}
 	return 0;

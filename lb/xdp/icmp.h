@@ -63,25 +63,6 @@ static __always_inline int icmp_unicast_v6(const __be32 *addr)
 	return addr[3] != 0 && addr[3] != bpf_htonl(1);
 }
 
-/* Ethernet (+ the VLAN tag) of a reply: back to `macs`' source from its destination. */
-static __always_inline void write_reply_l2(void *at, const __u8 *macs, int l2_len,
-					   __be16 vlan_tci, __be16 proto)
-{
-	struct ethhdr *eth = at;
-
-	__builtin_memcpy(eth->h_dest, macs + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, macs, ETH_ALEN);
-	if (l2_len != ETH_HLEN) {
-		struct vlan_tag *tag = (void *)(eth + 1);
-
-		eth->h_proto = bpf_htons(ETH_P_8021Q);
-		tag->tci = vlan_tci;
-		tag->inner_proto = proto;
-	} else {
-		eth->h_proto = proto;
-	}
-}
-
 /* Whether an IPv4 frame is due a "fragmentation needed": DF set (without it the source
  * allows fragments, which are not made here), from a unicast source to our unicast MAC. */
 static __always_inline int icmp_due_v4(struct xdp_md *ctx, int l2_len)
@@ -138,7 +119,8 @@ static __always_inline int icmp_too_big_v4(struct xdp_md *ctx, int l2_len, __be1
 	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V4 > end)
 		return LB_ICMP_RESIZE_FAILED;
 
-	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IP));
+	/* Back to the sender's MAC from the one it sent to (macs: destination, source). */
+	write_l2(data, macs + ETH_ALEN, macs, l2_len != ETH_HLEN, vlan_tci, bpf_htons(ETH_P_IP));
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tos = 0;
@@ -195,7 +177,7 @@ static __always_inline int icmp_too_big_v6(struct xdp_md *ctx, int l2_len, __be1
 	if ((void *)(icmp + 1) + LB_ICMP_QUOTE_V6 > end)
 		return LB_ICMP_RESIZE_FAILED;
 
-	write_reply_l2(data, macs, l2_len, vlan_tci, bpf_htons(ETH_P_IPV6));
+	write_l2(data, macs + ETH_ALEN, macs, l2_len != ETH_HLEN, vlan_tci, bpf_htons(ETH_P_IPV6));
 	ip6->version = 6;
 	ip6->priority = 0;
 	ip6->flow_lbl[0] = ip6->flow_lbl[1] = ip6->flow_lbl[2] = 0;

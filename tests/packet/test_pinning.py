@@ -46,18 +46,27 @@ def frame(flags: str) -> bytes:
                  / TCP(sport=40000, dport=80, flags=flags))
 
 
-def test_second_load_with_same_pin_dir_keeps_vips_rings_and_flows(pin_dir, one_cpu):
+def first_load_with_a_flow(pin_dir: Path):
+    """A load pinned at `pin_dir` with VIP -> BACKEND and one flow in the connection table,
+    then closed (the pins stay). Returns (its Balancer, the VIP key, the VIP's ring)."""
     first = loader.load(SIZES, pin_dir=pin_dir)
     dp1 = Dataplane(first)
-    dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02", src_mac="02:00:00:00:00:01"))
-    balancer = Balancer(dp1)
-    key = vip_key(VIP, 80, "tcp")
-    balancer.add_vip(key)
-    balancer.add_backend(key, BACKEND)
-    assert test_run(first.fd, frame("S")).verdict == XDP_TX
-    ring_before = dp1.read_ring(balancer.vips[key].num)
-    dp1.close()
-    first.close()
+    try:
+        dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02",
+                                       src_mac="02:00:00:00:00:01"))
+        balancer = Balancer(dp1)
+        key = vip_key(VIP, 80, "tcp")
+        balancer.add_vip(key)
+        balancer.add_backend(key, BACKEND)
+        assert test_run(first.fd, frame("S")).verdict == XDP_TX
+        return balancer, key, dp1.read_ring(balancer.vips[key].num)
+    finally:
+        dp1.close()
+        first.close()
+
+
+def test_second_load_with_same_pin_dir_keeps_vips_rings_and_flows(pin_dir, one_cpu):
+    balancer, key, ring_before = first_load_with_a_flow(pin_dir)
 
     second = loader.load(SIZES, pin_dir=pin_dir)
     dp2 = Dataplane(second)
@@ -126,16 +135,7 @@ def pinned_value_size(path: Path) -> int:
 def test_counter_maps_of_an_older_layout_are_renewed_and_the_state_kept(pin_dir, one_cpu):
     """An upgrade that adds a counter: the pinned counters map (one slot short) is made
     anew; rings and the connection table are kept, so flows keep their backends."""
-    first = loader.load(SIZES, pin_dir=pin_dir)
-    dp1 = Dataplane(first)
-    dp1.write_config(RuntimeConfig(next_hop_mac="02:00:00:00:00:02", src_mac="02:00:00:00:00:01"))
-    balancer = Balancer(dp1)
-    key = vip_key(VIP, 80, "tcp")
-    balancer.add_vip(key)
-    balancer.add_backend(key, BACKEND)
-    assert test_run(first.fd, frame("S")).verdict == XDP_TX
-    dp1.close()
-    first.close()
+    balancer, key, _ = first_load_with_a_flow(pin_dir)
     pin_older_counters(pin_dir)
 
     second = loader.load(SIZES, pin_dir=pin_dir)
