@@ -384,15 +384,29 @@ class Balancer:
     def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> None:
         """Build the rings of many VIPs at once, on every CPU (the fill loop runs without
         the GIL), for set_backends to pick up; a reconcile of 512 VIPs gains the most. A
-        ring's slots name positions in its backends dict, whose order set_backends keeps."""
+        ring's slots name positions in its backends dict, whose order set_backends keeps;
+        VIPs whose dicts are equal, order included, share one ring (it is only read)."""
         wanted = {k: b for k, b in targets.items() if b}
         if len(wanted) < 2:
             return
+        # Distinct pools: each VIP's items hashed once (tuples do not keep their hash, and
+        # an address's hash is Python code), compared only with pools of the same hash.
+        pools: list[dict[Address, int]] = []
+        by_hash: dict[int, list[int]] = {}
+        which: dict[VipKey, int] = {}
+        for key, backends in wanted.items():
+            items = tuple(backends.items())
+            same = by_hash.setdefault(hash(items), [])
+            found = next((i for i in same if tuple(pools[i].items()) == items), None)
+            if found is None:
+                found = len(pools)
+                pools.append(backends)
+                same.append(found)
+            which[key] = found
 
         def build(backends: dict[Address, int]) -> array.array:
             return build_ring([(str(a), w) for a, w in backends.items()], self.sizes.ring_size)
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            rings = pool.map(build, wanted.values())
-            self._prebuilt.update({k: (wanted[k], r)
-                                   for k, r in zip(wanted, rings, strict=True)})
+        with ThreadPoolExecutor(max_workers=min(len(pools), os.cpu_count() or 1)) as pool:
+            rings = list(pool.map(build, pools))
+        self._prebuilt.update({k: (b, rings[which[k]]) for k, b in wanted.items()})

@@ -243,3 +243,23 @@ def test_adopt_of_an_empty_data_plane_is_an_empty_balancer():
     adopted = Balancer.adopt(dp)
     assert adopted.vips == {}
     assert adopted.reconcile(TARGET).vips_added == 3
+
+
+def test_vips_with_one_pool_share_one_ring_build_and_each_gets_it_right(lb, monkeypatch):
+    from lb.control import maglev, service
+
+    built = []
+
+    def counting_build(members, ring_size):
+        built.append(tuple(members))
+        return maglev.build_ring(members, ring_size)
+
+    monkeypatch.setattr(service, "build_ring", counting_build)
+    lb.reconcile({K1: target(b1=1, b2=2), K2: target(b1=1, b2=2), K4: target(b3=1)})
+    assert sorted(built) == sorted({tuple(m) for m in built})  # each pool built once
+    assert len(built) == 2
+    assert ring_of(lb, K1) == ring_of(lb, K2)
+    alone = Balancer(RecordingDataplane(SIZES))
+    alone.reconcile({K1: target(b1=1, b2=2)})
+    assert ring_of(alone, K1) == ring_of(lb, K1)  # as if built for that VIP alone
+    assert set(ring_of(lb, K4)) == {B[3]}
