@@ -17,7 +17,7 @@ import array
 import ipaddress
 import os
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lb.control.maglev import build_ring
@@ -109,8 +109,8 @@ class Balancer:
         self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
         self._empty_ring = array.array("I", bytes(4 * self.sizes.ring_size))
         self._disabled: set[Address] = set()
-        # Rings built ahead by _prebuild: VIP -> (the target's backends dict, its ring).
-        self._prebuilt: dict[VipKey, tuple[dict[Address, int], array.array]] = {}
+        # Rings being built ahead by _prebuild: VIP -> (the target's backends dict, its ring to be).
+        self._prebuilt: dict[VipKey, tuple[dict[Address, int], Future[array.array]]] = {}
 
     # --- VIPs -----------------------------------------------------------------------
     def add_vip(self, key: VipKey, flags: int = 0) -> VipState:
@@ -207,8 +207,8 @@ class Balancer:
             self._acquire_backend(address)
         state.backends = dict(backends)
         prebuilt = self._prebuilt.pop(key, None)
-        written = self._write_ring(state, prebuilt[1] if prebuilt and prebuilt[0] is backends
-                                   else None)
+        written = self._write_ring(state, prebuilt[1].result()
+                                   if prebuilt and prebuilt[0] is backends else None)
         if not release_first:
             for address in removed:
                 self._release_backend(address)
@@ -247,14 +247,16 @@ class Balancer:
         # that fits as a whole also fits one VIP at a time.
         order = sorted((k for k in target if k in keys),
                        key=lambda k: self._slot_growth(self.vips[k], target[k].backends))
-        self._prebuild({k: target[k].backends for k in order
-                        if target[k].backends != self.vips[k].backends})
+        builders = self._prebuild({k: target[k].backends for k in order
+                                    if target[k].backends != self.vips[k].backends})
         try:
             for key in order:
                 report.ring_slots_written += self._reconcile_one(key, target[key],
                                                                  key in added, report)
         finally:
             self._prebuilt.clear()
+            if builders is not None:
+                builders.shutdown(cancel_futures=True)
         return report
 
     def _reconcile_one(self, key: VipKey, t: VipTarget, added: bool,
@@ -394,14 +396,16 @@ class Balancer:
                               self.sizes.ring_size)
         return self.dp.write_ring(state.num, ring, ids)
 
-    def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> None:
-        """Build the rings of many VIPs at once, on every CPU (the fill loop runs without
-        the GIL), for set_backends to pick up; a reconcile of 512 VIPs gains the most. A
-        ring's slots name positions in its backends dict, whose order set_backends keeps;
-        VIPs whose dicts are equal, order included, share one ring (it is only read)."""
+    def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> ThreadPoolExecutor | None:
+        """Start building the rings of many VIPs, in `targets`' order, on every CPU (the
+        fill loop runs without the GIL); set_backends waits for each VIP's ring when it
+        gets to it, so writing the first rings overlaps building the later ones. A reconcile
+        of 512 VIPs gains the most. A ring's slots name positions in its backends dict, whose
+        order set_backends keeps; VIPs whose dicts are equal, order included, share one ring
+        (it is only read). Returns the builders, for the caller to shut down (None: none)."""
         wanted = {k: b for k, b in targets.items() if b}
         if len(wanted) < 2:
-            return
+            return None
         # Distinct pools, grouped by the hash of their address set (a frozenset made from a
         # dict reuses the dict's stored hashes: an address's own hash is Python code), then
         # compared by items, order included, within a group.
@@ -421,6 +425,7 @@ class Balancer:
         def build(backends: dict[Address, int]) -> array.array:
             return build_ring([(str(a), w) for a, w in backends.items()], self.sizes.ring_size)
 
-        with ThreadPoolExecutor(max_workers=min(len(pools), os.cpu_count() or 1)) as pool:
-            rings = list(pool.map(build, pools))
+        builders = ThreadPoolExecutor(max_workers=min(len(pools), os.cpu_count() or 1))
+        rings = [builders.submit(build, b) for b in pools]
         self._prebuilt.update({k: (b, rings[which[k]]) for k, b in wanted.items()})
+        return builders
