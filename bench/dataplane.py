@@ -369,8 +369,9 @@ def floor_subjects(opts: Options, frame: bytes,
             if vary:
                 what += "; prologue also writes a new IPv4 source each repetition"
                 check += ", bench_state.seq += N"
-            key = name if name == "probe" else f"{name}_vary" if vary else name
-            label = f"{name} floor" + (" +vary" if vary and name != "probe" else "")
+            both = len(varies) > 1  # a varied twin is told apart by its key and label
+            key = f"{name}_vary" if vary and both else name
+            label = f"{name} floor" + (" +vary" if vary and both else "")
             subjects.append(Subject(key, label, what, check, fd, frame, verdict, prepare,
                                     inspect))
     return subjects, keep

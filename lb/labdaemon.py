@@ -174,3 +174,14 @@ class LabDaemon:
             self.client.close()
             shutil.rmtree(self.pin_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def checked_daemon(lab: VethLab) -> Iterator[LabDaemon]:
+    """A LabDaemon on `lab` for a session fixture; on exit (SIGTERM), raises DaemonError if
+    its pinned maps or its state directory are still there."""
+    with LabDaemon(lab) as d:
+        pin_dir, state_dir = d.pin_dir, d.state_dir
+        yield d
+    left = [str(p) for p in (pin_dir, state_dir) if p.exists()]
+    if left:
+        raise DaemonError(f"left behind by the daemon: {left}")

@@ -109,7 +109,7 @@ class Balancer:
         self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
         self._empty_ring = array.array("I", bytes(4 * self.sizes.ring_size))
         self._disabled: set[Address] = set()
-        # Rings being built ahead by _prebuild: VIP -> (the target's backends dict, its ring to be).
+        # Rings built ahead by _prebuild: VIP -> (the target's backends dict, its ring's future).
         self._prebuilt: dict[VipKey, tuple[dict[Address, int], Future[array.array]]] = {}
 
     # --- VIPs -----------------------------------------------------------------------

@@ -16,6 +16,14 @@
 #define LB_IPPROTO_IPIP 4
 #define LB_IPPROTO_IPV6 41
 
+/* One's-complement fold of a 32-bit sum of 16-bit words, complemented: the checksum. */
+static __always_inline __u16 csum_fold32(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
 /* Checksum of a 20-byte IPv4 header whose check field is zero. */
 static __always_inline __u16 ipv4_csum(const struct iphdr *ip)
 {
@@ -25,9 +33,7 @@ static __always_inline __u16 ipv4_csum(const struct iphdr *ip)
 #pragma unroll
 	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
 		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
+	return csum_fold32(sum);
 }
 
 /* What the outer header copies or derives from the inner packet. */

@@ -30,18 +30,8 @@
 #define LB_ICMP_TTL 64
 /* ICMPv6 "packet too big" type (RFC 4443). */
 #define LB_ICMPV6_PKT_TOOBIG 2
-/* Return of the builders: no reply is due (the caller drops the packet as too big). */
-#define LB_ICMP_NOT_DUE -1
 /* Return of the builders: the kernel refused to resize the frame (the caller drops it). */
 #define LB_ICMP_RESIZE_FAILED -2
-
-/* One's-complement fold of a 32-bit sum of 16-bit words, complemented. */
-static __always_inline __u16 csum_fold32(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
-}
 
 /* Whether an IPv4 source may be sent an ICMP error (RFC 1122 3.2.2: not 0/8, 127/8,
  * multicast or class E, which includes the limited broadcast). */

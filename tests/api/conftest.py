@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from lb.lab import VethLab
-from lb.labdaemon import LabDaemon, fresh_lab
+from lb.labdaemon import LabDaemon, checked_daemon, fresh_lab
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lba"
@@ -36,11 +36,7 @@ def daemon(api_lab: VethLab) -> Iterator[LabDaemon]:
 
     Cleanup: SIGTERM, pinned maps and state directory removed; checked gone.
     """
-    with LabDaemon(api_lab) as d:
-        pin_dir, state_dir = d.pin_dir, d.state_dir
-        yield d
-    assert not pin_dir.exists(), f"pinned maps left behind: {pin_dir}"
-    assert not state_dir.exists()
+    yield from checked_daemon(api_lab)
 
 
 @pytest.fixture

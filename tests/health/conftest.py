@@ -15,7 +15,7 @@ import pytest
 from health_helpers import Servers
 
 from lb.lab import VethLab
-from lb.labdaemon import LabDaemon, fresh_lab
+from lb.labdaemon import LabDaemon, checked_daemon, fresh_lab
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbh"
@@ -38,11 +38,7 @@ def daemon(lab: VethLab) -> Iterator[LabDaemon]:
 
     Cleanup: SIGTERM, pinned maps and state directory removed; checked gone.
     """
-    with LabDaemon(lab) as d:
-        pin_dir, state_dir = d.pin_dir, d.state_dir
-        yield d
-    assert not pin_dir.exists(), f"pinned maps left behind: {pin_dir}"
-    assert not state_dir.exists()
+    yield from checked_daemon(lab)
 
 
 @pytest.fixture

@@ -49,22 +49,25 @@ def ip_bytes(frame: bytes, l2_len: int = 14) -> bytes:
     return frame[l2_len:]
 
 
-def check_l2(out: Ether, vlan: int | None, ethertype: int) -> None:
+def reply_of(rig, frame: bytes, vlan: int | None, ethertype: int,
+             ip_len: int) -> tuple[Ether, bytes, int]:
+    """Run `frame`; check that it came back (XDP_TX) to the sender, on its VLAN, as an IP
+    packet of `ip_len` bytes. Returns (the frame parsed, its IP bytes, its L2 length)."""
+    l2_len = 18 if vlan is not None else 14
+    result = rig.run(frame)
+    assert result.verdict == XDP_TX, result.verdict_name
+    out = Ether(result.frame)
     assert (out.dst, out.src) == (CLIENT_MAC, LB_MAC), "the reply goes back to the sender"
     if vlan is None:
         assert out.type == ethertype and Dot1Q not in out
     else:
         assert out[Dot1Q].vlan == vlan and out[Dot1Q].type == ethertype
+    assert len(result.frame) == l2_len + ip_len
+    return out, result.frame[l2_len:], l2_len
 
 
 def check_v4_reply(rig, frame: bytes, vip: str, mtu: int, vlan: int | None = None) -> None:
-    l2_len = 18 if vlan is not None else 14
-    result = rig.run(frame)
-    assert result.verdict == XDP_TX, result.verdict_name
-    out = Ether(result.frame)
-    check_l2(out, vlan, 0x0800)
-    assert len(result.frame) == l2_len + 20 + 8 + 28
-    raw_ip = result.frame[l2_len:]
+    out, raw_ip, l2_len = reply_of(rig, frame, vlan, 0x0800, 20 + 8 + 28)
     ip = out[IP]
     assert (ip.src, ip.dst, ip.proto, ip.ttl, ip.len, ip.ihl) == (vip, CLIENT4, 1, 64, 56, 5)
     assert ip.frag == 0 and ip.flags == "DF" and ip.id == 0  # atomic datagram, RFC 6864
@@ -78,13 +81,8 @@ def check_v4_reply(rig, frame: bytes, vip: str, mtu: int, vlan: int | None = Non
 
 
 def check_v6_reply(rig, frame: bytes, vip: str, mtu: int, vlan: int | None = None) -> None:
-    l2_len = 18 if vlan is not None else 14
-    result = rig.run(frame)
-    assert result.verdict == XDP_TX, result.verdict_name
-    out = Ether(result.frame)
-    check_l2(out, vlan, 0x86DD)
-    assert len(result.frame) == l2_len + 40 + 8 + QUOTE_V6 == l2_len + 1280
-    raw_ip = result.frame[l2_len:]
+    assert 40 + 8 + QUOTE_V6 == 1280
+    out, raw_ip, l2_len = reply_of(rig, frame, vlan, 0x86DD, 40 + 8 + QUOTE_V6)
     ip6 = out[IPv6]
     assert (ip6.src, ip6.dst, ip6.nh, ip6.hlim, ip6.plen) == (vip, CLIENT6, 58, 64, 1240)
     assert (ip6.tc, ip6.fl) == (0, 0)

@@ -29,6 +29,7 @@ VIP = "10.100.7.1"
 BACKEND = ipaddress.ip_address("10.0.7.10")
 # enum bpf_map_type (UAPI).
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
+LIBBPF = ctypes.CDLL("libbpf.so.1", use_errno=True)
 
 
 @pytest.fixture
@@ -110,21 +111,19 @@ def test_fewer_cpus_than_the_host_has_are_refused():
 def pin_older_counters(pin_dir: Path) -> int:
     """Replace the pinned counters with what an older build pinned: the same per-CPU array,
     one counter slot fewer. Returns that value size."""
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
     (pin_dir / "counters").unlink()
     old_value = ctypes.sizeof(LbCounters) - 8
-    fd = libbpf.bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, b"counters", 4, old_value, 1, None)
+    fd = LIBBPF.bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, b"counters", 4, old_value, 1, None)
     assert fd >= 0, os.strerror(ctypes.get_errno())
     try:
-        assert libbpf.bpf_obj_pin(fd, str(pin_dir / "counters").encode()) == 0
+        assert LIBBPF.bpf_obj_pin(fd, str(pin_dir / "counters").encode()) == 0
     finally:
         os.close(fd)
     return old_value
 
 
 def pinned_value_size(path: Path) -> int:
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    fd = libbpf.bpf_obj_get(str(path).encode())
+    fd = LIBBPF.bpf_obj_get(str(path).encode())
     assert fd >= 0, os.strerror(ctypes.get_errno())
     try:
         return loader.map_info(fd).value_size
