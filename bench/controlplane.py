@@ -47,6 +47,7 @@ import httpx
 
 from bench.dataplane import host_facts, log
 from lb.control.maglev import DEFAULT_RING_SIZE, build_ring, ring_diff
+from lb.xdp.consts import SLOT_BACKEND
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "controlplane.json"
@@ -54,6 +55,8 @@ SCHEMA = "lb-bench-controlplane/1"
 # Namespace prefix of the benchmark's lab (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbc"
 VIP_PORT = 80
+# A ring slot's top byte without the settled bit (a translate table).
+_INDEX_TOPS = bytes(b & SLOT_BACKEND >> 8 for b in range(256))
 
 # Targets, in the unit of each figure.
 TARGET_CHANGE_MEDIAN_MS = 15.0
@@ -281,9 +284,12 @@ class KernelRings:
         return self.dp.read_ring(vip_num)
 
     def ring_bytes(self, vip_num: int) -> bytes:
-        """A VIP's ring as the kernel holds it: ring_size little-endian u16 indexes."""
+        """A VIP's ring as the kernel holds it: ring_size little-endian u16 indexes (the
+        settled bit of each slot's top byte cleared: the daemon settles slots meanwhile)."""
         start = vip_num * self._cell_slots * 2
-        return self._mmap[start:start + self.ring_size * 2]
+        raw = bytearray(self._mmap[start:start + self.ring_size * 2])
+        raw[1::2] = bytes(raw[1::2]).translate(_INDEX_TOPS)
+        return bytes(raw)
 
     def holds(self, vip_num: int, index: int) -> bool:
         return index in array.array("H", self.ring_bytes(vip_num))

@@ -135,6 +135,12 @@ def tcp_ack_v4(dst: str) -> bytes:
                  / TCP(sport=CLIENT_PORT, dport=VIP_PORT, flags="A"))
 
 
+def tcp_syn_v4(dst: str) -> bytes:
+    """As tcp_ack_v4 with SYN instead of ACK: the first packet of a flow."""
+    return bytes(Ether(dst=LB_MAC, src=PEER_MAC) / IP(src=CLIENT_V4, dst=dst)
+                 / TCP(sport=CLIENT_PORT, dport=VIP_PORT, flags="S"))
+
+
 def tcp_ack_v6(dst: str) -> bytes:
     """As tcp_ack_v4 over IPv6 (74 bytes)."""
     return bytes(Ether(dst=LB_MAC, src=PEER_MAC) / IPv6(src=CLIENT_V6, dst=dst)

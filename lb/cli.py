@@ -53,6 +53,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-backends", type=int)
     p.add_argument("--ring-size", type=int)
     p.add_argument("--conn-table-size", type=int)
+    p.add_argument("--settle-interval-s", type=float,
+                   help="seconds between ring slot settles (default 10; 0: never)")
+    p.add_argument("--tcp-idle-timeout-s", type=float,
+                   help="a TCP flow idle this long after its slot changed may follow it "
+                        "(default 900)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
     d = sub.add_parser("detach", help="remove the XDP program (and with --unpin its maps)")
@@ -78,7 +83,8 @@ def _settings(args: argparse.Namespace, names: Sequence[str]):
 
 _RUN_FLAGS = ("interface", "netns", "xdp_mode", "next_hop_mac", "egress_interface", "mtu",
               "api_host", "api_port", "state_dir", "pin_dir", "max_vips", "max_backends",
-              "ring_size", "conn_table_size", "log_level")
+              "ring_size", "conn_table_size", "settle_interval_s", "tcp_idle_timeout_s",
+              "log_level")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

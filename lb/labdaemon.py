@@ -176,10 +176,10 @@ class LabDaemon:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def checked_daemon(lab: VethLab) -> Iterator[LabDaemon]:
-    """A LabDaemon on `lab` for a session fixture; on exit (SIGTERM), raises DaemonError if
-    its pinned maps or its state directory are still there."""
-    with LabDaemon(lab) as d:
+def checked_daemon(lab: VethLab, extra_args: list[str] | None = None) -> Iterator[LabDaemon]:
+    """A LabDaemon on `lab` (`lb run` with `extra_args` too) for a session fixture; on exit
+    (SIGTERM), raises DaemonError if its pinned maps or its state directory are still there."""
+    with LabDaemon(lab, extra_args=extra_args) as d:
         pin_dir, state_dir = d.pin_dir, d.state_dir
         yield d
     left = [str(p) for p in (pin_dir, state_dir) if p.exists()]

@@ -32,6 +32,7 @@ from lb.control.model import (
     check_backend_family,
 )
 from lb.control.service import AlreadyExists, Balancer, InvalidInput, NotFound, VipTarget
+from lb.control.settings import settle_limit
 from lb.control.store import Store, Transaction
 from lb.xdp.consts import Counter
 from lb.xdp.maps import VipKey
@@ -48,9 +49,15 @@ class Controller:
     """Desired state in memory (as committed), the store it is persisted in, the balancer
     that mirrors it into the kernel, and the lock that serialises changes."""
 
-    def __init__(self, store: Store, balancer: Balancer) -> None:
+    def __init__(self, store: Store, balancer: Balancer, settle_interval_s: float = 0.0,
+                 tcp_idle_timeout_s: float = 900.0) -> None:
         self.store = store
         self.balancer = balancer
+        # Settling ring slots (Balancer.settle) every settle_interval_s once start_settling
+        # runs (0: never); a flow idle through _settle_limit settles stops holding its slot.
+        self._settle_interval_s = settle_interval_s
+        self._settle_limit = settle_limit(settle_interval_s, tcp_idle_timeout_s)
+        self._settler: threading.Thread | None = None
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
         # Backend address -> ids of the VIPs that have it (None: to be rebuilt when needed).
@@ -461,6 +468,32 @@ class Controller:
             for b in v.backends:
                 if b.address not in old:
                     self._ramps[(v.id, b.address)] = now
+
+    def settle(self) -> tuple[int, int]:
+        """Settle the ring slots that can be (Balancer.settle), under the change lock.
+        Returns (slots settled, slots held by live flows)."""
+        with self.lock:
+            settled, held = self.balancer.settle(self._settle_limit)
+        metrics.RING_SLOTS_SETTLED.inc(settled)
+        if settled:
+            log.info("event=slots_settled settled=%d held_by_live_flows=%d", settled, held)
+        return settled, held
+
+    def start_settling(self) -> None:
+        """Settle every settle_interval_s on a thread of its own until close() (the daemon
+        starts it once the program is attached); nothing when the interval is 0."""
+        if not self._settle_interval_s:
+            return
+        self._settler = threading.Thread(target=self._settle_loop, name="lb-settle",
+                                         daemon=True)
+        self._settler.start()
+
+    def _settle_loop(self) -> None:
+        while not self._stopping.wait(self._settle_interval_s):
+            try:
+                self.settle()
+            except Exception:  # a failed settle leaves slots unsettled: safe, retried next time
+                log.exception("event=settle_failed")
 
     def _tick(self) -> None:
         """Re-apply ramping VIPs' weights about ten times per slow start; end finished ramps."""

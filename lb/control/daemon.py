@@ -110,7 +110,8 @@ def run(settings: Settings) -> None:
     store = Store(settings.database)
     balancer = Balancer.adopt(dataplane)
     runtime.adopted_vips = len(balancer.vips)
-    controller = Controller(store, balancer)
+    controller = Controller(store, balancer, settings.settle_interval_s,
+                            settings.tcp_idle_timeout_s)
     runtime.startup = controller.reconcile()
     log.info("reconciled %d VIPs from %s with %d adopted from %s: %s", len(controller.vips),
              settings.database, runtime.adopted_vips, settings.pin_dir, runtime.startup)
@@ -118,6 +119,7 @@ def run(settings: Settings) -> None:
     # Health checks start after the first reconcile: until a backend's first verdict it
     # counts as up, so a restart keeps every ring as it was.
     controller.attach_monitor(Monitor(controller.on_health))
+    controller.start_settling()
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
 

@@ -24,6 +24,9 @@ RING_REBUILDS = Counter("lb_ring_rebuilds", "Rings written because a VIP's backe
 RING_SLOTS_WRITTEN = Counter("lb_ring_slots_written",
                              "Ring slots rewritten in the kernel (only differing slots are "
                              "written)", registry=registry)
+RING_SLOTS_SETTLED = Counter("lb_ring_slots_settled",
+                             "Ring slots settled: no live flow holds them, so their TCP "
+                             "packets skip the connection table", registry=registry)
 HEALTH_TRANSITIONS = Counter("lb_health_transitions", "Backend health state changes",
                              ["state"], registry=registry)
 API_REQUESTS = Counter("lb_api_requests", "REST API requests by method, route and status",
@@ -36,8 +39,9 @@ def _reason_metrics(counters: dict[str, int]) -> Iterator[CounterMetricFamily]:
                                  "Packets passed to the kernel, by reason", labels=["reason"])
     drops = CounterMetricFamily("lb_drop_reasons", "Packets dropped, by reason",
                                 labels=["reason"])
-    ct = CounterMetricFamily("lb_conn_table", "Connection-table lookups by result",
-                             labels=["result"])
+    ct = CounterMetricFamily("lb_conn_table", "Connection-table lookups by result (hit, "
+                             "miss, udp_expired); settled: TCP packets a settled ring slot "
+                             "sent without one", labels=["result"])
     for c in DpCounter:
         name = c.name.lower()
         value = counters[name]

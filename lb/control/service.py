@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import ipaddress
 import os
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +25,11 @@ from lb.control.maglev import build_ring
 from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
 from lb.xdp.flowhash import Address
-from lb.xdp.maps import PROTOCOLS, Dataplane, VipKey
+from lb.xdp.maps import PROTOCOLS, Dataplane, SettleVip, VipKey
+
+# Seconds a VIP's ring must go unchanged before a settle may settle its slots: far longer
+# than any one packet takes to decide (a program run is microseconds).
+SETTLE_GRACE_S = 1.0
 
 
 def _ordered_difference(a: dict, b: dict) -> list:
@@ -88,11 +93,18 @@ class VipTarget:
 
 @dataclass
 class VipState:
-    """A VIP's number, flags and backends (address -> weight), and the ring last written."""
+    """A VIP's number, flags and backends (address -> weight), the ring last written; when
+    a write last unsettled slots of it (time.monotonic(); from creation or adoption on) and
+    whether it may have unsettled slots (until a settle leaves it none)."""
 
     num: int
     flags: VipFlag
     backends: dict[Address, int] = field(default_factory=dict)
+    changed_at: float = field(default_factory=time.monotonic)
+    unsettled: bool = True
+
+    def unsettled_now(self) -> None:
+        self.changed_at, self.unsettled = time.monotonic(), True
 
 
 class Balancer:
@@ -130,6 +142,11 @@ class Balancer:
     def remove_vip(self, key: VipKey) -> None:
         state = self._vip(key)
         addresses_before = self._vip_addresses()
+        # Its flows fall to the port-0 VIP of its address, if there is one: on that VIP's
+        # ring they must read the table (which holds their backends) until a settle.
+        all_ports = VipKey(key.address, 0, key.proto)
+        if key.port and all_ports in self.vips:
+            self.unsettle(all_ports)
         self.dp.delete_vip(key)
         del self.vips[key]
         if key.address not in self._vip_addresses():
@@ -145,6 +162,9 @@ class Balancer:
     def set_flags(self, key: VipKey, flags: int) -> None:
         state = self._vip(key)
         if state.flags != flags:
+            # A hash flag moves flows to other slots: every slot must read the table again
+            # (before the program sees the new flags) until a settle finds it free.
+            self.unsettle(key)
             state.flags = VipFlag(flags)
             self.dp.set_vip(key, state.num, int(state.flags))
 
@@ -274,7 +294,8 @@ class Balancer:
         """A Balancer that takes over what a data plane already holds (pinned maps of a
         previous run): its VIP numbers, backend slots and rings, so that flows in the
         connection table keep their backends. Weights are not in the kernel: they read as
-        0 until the next reconcile, which rewrites only the ring slots that differ."""
+        0 until the next reconcile, which rewrites only the ring slots that differ. Every
+        ring starts unsettled, until a settle finds its slots free."""
         self = cls(dataplane)
         taken = set()
         for index in range(1, self.sizes.max_backends):
@@ -294,6 +315,8 @@ class Balancer:
             members = {by_index[i] for i in set(dataplane.read_ring(num)) if i in by_index}
             self.vips[key] = VipState(num=num, flags=VipFlag(flags),
                                       backends=dict.fromkeys(members, 0))
+            # Which flows disagree with the slots is known only from a scan: start unsettled.
+            dataplane.unsettle(num)
             for address in members:
                 self._backend_refs[address] += 1
             dataplane.set_address_marker(key.address)
@@ -389,12 +412,43 @@ class Balancer:
     def _write_ring(self, state: VipState, ring: array.array | None = None) -> int:
         """Write the ring of state.backends (`ring`, if built ahead from that very dict)."""
         if not state.backends:
-            return self.dp.write_ring(state.num, self._empty_ring)
-        ids = array.array("H", [self._backend_index[a] for a in state.backends])
-        if ring is None:
-            ring = build_ring([(str(a), w) for a, w in state.backends.items()],
-                              self.sizes.ring_size)
-        return self.dp.write_ring(state.num, ring, ids)
+            written = self.dp.write_ring(state.num, self._empty_ring)
+        else:
+            ids = array.array("H", [self._backend_index[a] for a in state.backends])
+            if ring is None:
+                ring = build_ring([(str(a), w) for a, w in state.backends.items()],
+                                  self.sizes.ring_size)
+            written = self.dp.write_ring(state.num, ring, ids)
+        if written:
+            state.unsettled_now()
+        return written
+
+    # --- settling -------------------------------------------------------------------
+    def unsettle(self, key: VipKey | None = None) -> None:
+        """Unsettle every slot of a VIP's ring (of every VIP's, without `key`): its TCP
+        packets read the connection table until a settle finds the slots free."""
+        for state in [self._vip(key)] if key is not None else self.vips.values():
+            self.dp.unsettle(state.num)
+            state.unsettled_now()
+
+    def settle(self, limit: int, grace_s: float = SETTLE_GRACE_S) -> tuple[int, int]:
+        """Settle the ring slots of TCP VIPs that no flow idle for fewer than `limit` settles
+        holds (Dataplane.settle): their non-SYN packets then skip the connection table.
+        Only VIPs that may have unsettled slots take part (no scan when none does); those
+        whose ring changed within `grace_s` wait for the next settle, so that no packet still
+        deciding on a slot's old backend can miss it. Returns (slots settled, slots held)."""
+        now = time.monotonic()
+        todo = {s.num for s in self.vips.values()
+                if s.unsettled and now - s.changed_at >= grace_s}
+        if not todo:
+            return 0, 0
+        settled, left = self.dp.settle(
+            [SettleVip(key, s.num, int(s.flags), s.num in todo) for key, s in self.vips.items()],
+            limit)
+        for state in self.vips.values():
+            if state.num in left:
+                state.unsettled = left[state.num] > 0
+        return settled, sum(left.values())
 
     def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> ThreadPoolExecutor | None:
         """Start building the rings of many VIPs, in `targets`' order, on every CPU (the

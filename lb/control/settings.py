@@ -7,6 +7,7 @@ the TOML file named by `--config` or `LB_CONFIG`, then the defaults below.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     encap_source_v4: str = "172.16.0.0/16"
     encap_source_v6: str = "fd00:ec::/96"
     udp_timeout_s: float = 30.0
+    tcp_idle_timeout_s: float = Field(900.0, ge=1, description="a TCP flow idle this long "
+                                      "after its ring slot changed may follow the slot")
+    settle_interval_s: float = Field(10.0, ge=0, description="how often ring slots are "
+                                     "settled; 0: never (every TCP packet reads the "
+                                     "connection table)")
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     api_token: SecretStr | None = Field(None, description="bearer token for changes; "
@@ -88,6 +94,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.sizes()  # validates the sizes
+        settle_limit(self.settle_interval_s, self.tcp_idle_timeout_s)  # and the settle limit
         if not self.api_is_local and self.api_token is None:
             raise ValueError(f"api_host {self.api_host} is not a loopback address: set "
                              "api_token (LB_API_TOKEN) so that changes need a bearer token")
@@ -115,6 +122,17 @@ class Settings(BaseSettings):
                              encap_source_v4=self.encap_source_v4,
                              encap_source_v6=self.encap_source_v6,
                              udp_timeout_s=self.udp_timeout_s)
+
+
+def settle_limit(settle_interval_s: float, tcp_idle_timeout_s: float) -> int:
+    """Settles a flow may stay idle through and still hold its slot: tcp_idle_timeout_s in
+    settle intervals, rounded up (0 when settling is off)."""
+    if not settle_interval_s:
+        return 0
+    limit = math.ceil(tcp_idle_timeout_s / settle_interval_s)
+    if not 1 <= limit <= 0xFFFF:
+        raise ValueError(f"tcp_idle_timeout_s / settle_interval_s must be 1..65535, got {limit}")
+    return limit
 
 
 def load_settings(config: str | Path | None = None, **flags: Any) -> Settings:

@@ -1,21 +1,56 @@
-/* Ring writes into the mmapped `rings` map, for lb/xdp/maps.py (Dataplane.write_ring).
+/* Ring slots in the mmapped `rings` map, for lb/xdp/maps.py (Dataplane.write_ring, .settle).
  *
  * apply(ring, ids, dest) -> slots written
  *
  *   ring  array('I') of M entries: the member position owning each slot (build_ring's result),
  *         or, with `ids` = identity, the backend index itself
- *   ids   array('H'): the backend index of each member position
+ *   ids   array('H'): the backend index of each member position (each <= LB_SLOT_BACKEND)
  *   dest  a writable buffer of M 2-byte slots: one VIP's ring inside the mapping
  *
- * Makes dest[s] == ids[ring[s]] for every slot s, storing only where it differs. Each store is
- * one aligned 2-byte write, so the data plane reads the old or the new backend of a slot, never
- * a mix. A position outside `ids` raises ValueError (slots before it are already written; the
- * caller rewrites the ring). The GIL is released during the loop.
+ * Makes dest[s] == ids[ring[s]] for every slot s whose backend differs (a plain index: the
+ * rewritten slot is unsettled), and leaves the others alone, settled or not. Each store is
+ * one aligned 2-byte write, so the data plane reads the old or the new slot, never a mix. A
+ * position outside `ids`, or an id with the top bit, raises ValueError (slots before it are
+ * already written; the caller rewrites the ring). The GIL is released during the loop.
+ *
+ * settle(table, v6, keys, vips, slots, stride, ring_size, limit, left) -> slots settled
+ *
+ *   table      one family's connection table (every CPU's slice): struct ct_set_v4/_v6 items,
+ *              writable (each way's idle_settles is counted here)
+ *   keys       n struct vip_key_v4/_v6, the family's TCP VIPs, sorted by their bytes
+ *   vips       array('I') of 3n: per key its vip_num, flags, and 1 to settle it now, 0 to
+ *              only look it up (so that a flow of it is not taken for one of a port-0 VIP of
+ *              the same address)
+ *   slots      the writable 'H' view of the whole rings map; VIP v's ring starts at v * stride
+ *   limit      settles a way may stay idle and still hold its slot (at most 65535)
+ *   left       writable array('I') of n: set to the unsettled slots each VIP settled keeps
+ *
+ * A TCP way of a VIP to settle (the VIP the data plane would pick: the exact port, else port
+ * 0) that names another backend than its ring slot (ring hashing exactly as the data plane,
+ * from the same header) holds the slot while its idle_settles is under `limit`, and has it
+ * counted up by one (a compare-and-swap: a zero the program stores meanwhile, on the flow's
+ * next packet, wins). A ring change makes a flow disagree with its slot from then on, so every
+ * such flow gets `limit` settles from the change, even one whose packets skipped the table
+ * before it. A way that agrees with its slot has its count zeroed. Every unsettled slot with a
+ * backend, of a VIP to settle, that no way holds is settled: its top bit set with one 2-byte
+ * store. One scan of the table serves every VIP (held slots are kept in a sorted list). The
+ * caller serialises this with apply().
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <linux/types.h>
+
+/* lb_consts.h wants the host's CPU count; nothing here depends on it. */
+#define LB_CT_CPUS 1
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+#include "lb_structs.h"
+#include "flowhash.h"
 
 /* Gets a view of a 1-D buffer of `size`-byte unsigned ints of format `fmt`; 0 on success. */
 static int get_view(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t size,
@@ -74,15 +109,23 @@ static PyObject *ringio_apply(PyObject *self, PyObject *args)
                 break;
             }
             id = ids[pos];
-            if (dest[s] != id) {
+            if (id & ~LB_SLOT_BACKEND) {
+                bad = s;
+                break;
+            }
+            if ((dest[s] & LB_SLOT_BACKEND) != id) {
                 dest[s] = id;
                 written++;
             }
         }
         Py_END_ALLOW_THREADS
-        if (bad >= 0)
+        if (bad >= 0 && ((const uint32_t *)b_ring.buf)[bad] >= (uint32_t)n)
             PyErr_Format(PyExc_ValueError, "ring slot %zd names member %u, outside %zd ids",
                          bad, ((const uint32_t *)b_ring.buf)[bad], n);
+        else if (bad >= 0)
+            PyErr_Format(PyExc_ValueError, "ring slot %zd names backend index %u, above %u",
+                         bad, ((const uint16_t *)b_ids.buf)[((const uint32_t *)b_ring.buf)[bad]],
+                         LB_SLOT_BACKEND);
     }
     PyBuffer_Release(&b_dest);
     PyBuffer_Release(&b_ids);
@@ -92,17 +135,272 @@ static PyObject *ringio_apply(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(written);
 }
 
+
+/* What settle() knows of one VIP (a row of its `vips` argument). */
+struct settle_vip {
+    uint32_t vip_num, flags, settle;
+};
+
+/* The scan's inputs and its list of held slots ((row << 32) | slot), shared by both families. */
+struct settle_scan {
+    const uint8_t *keys;
+    const struct settle_vip *vips;
+    size_t n, key_size;
+    uint32_t limit, ring_size;
+    size_t stride;
+    volatile uint16_t *slots;
+    uint64_t *held;
+    size_t held_n, held_cap;
+    int no_memory;
+};
+
+/* The row of the VIP `key` names, or -1. */
+static long find_vip(const struct settle_scan *sc, const void *key)
+{
+    size_t lo = 0, hi = sc->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = memcmp(sc->keys + mid * sc->key_size, key, sc->key_size);
+
+        if (c == 0)
+            return (long)mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+static void hold(struct settle_scan *sc, size_t row, uint32_t slot)
+{
+    if (sc->held_n == sc->held_cap) {
+        size_t cap = sc->held_cap ? 2 * sc->held_cap : 1024;
+        uint64_t *grown = realloc(sc->held, cap * sizeof(*grown));
+
+        if (!grown) {
+            sc->no_memory = 1;
+            return;
+        }
+        sc->held = grown;
+        sc->held_cap = cap;
+    }
+    sc->held[sc->held_n++] = ((uint64_t)row << 32) | slot;
+}
+
+/* Count a TCP way of the VIP in `row`: it holds its slot if it names another backend and has
+ * been idle fewer than `limit` settles (then one more); agreeing, its count restarts. */
+static void count_way(struct settle_scan *sc, long row, struct ct_state *st, uint32_t hash)
+{
+    const struct settle_vip *v;
+    uint32_t slot = hash % sc->ring_size;
+    uint16_t idle = __atomic_load_n(&st->idle_settles, __ATOMIC_RELAXED);
+
+    if (row < 0 || !(v = &sc->vips[row])->settle)
+        return;
+    if ((sc->slots[v->vip_num * sc->stride + slot] & LB_SLOT_BACKEND) == st->backend) {
+        if (idle)
+            __atomic_compare_exchange_n(&st->idle_settles, &idle, 0, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+    } else if (idle < sc->limit) {
+        hold(sc, (size_t)row, slot);
+        __atomic_compare_exchange_n(&st->idle_settles, &idle, (uint16_t)(idle + 1), 0,
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    }
+}
+
+static void scan_v4(struct settle_scan *sc, struct ct_set_v4 *sets, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        for (int w = 0; w < LB_CT_WAYS; w++) {
+            struct ct_entry_v4 *e = &sets[i].way[w];
+            struct vip_key_v4 key = { .addr = e->flow.dst, .port = e->flow.dport,
+                                      .proto = IPPROTO_TCP };
+            long row;
+
+            if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
+                continue;
+            row = find_vip(sc, &key);
+            if (row < 0) {
+                key.port = 0;
+                row = find_vip(sc, &key);
+            }
+            if (row >= 0)
+                count_way(sc, row, &e->state, flow_hash_v4(&e->flow, sc->vips[row].flags));
+        }
+    }
+}
+
+static void scan_v6(struct settle_scan *sc, struct ct_set_v6 *sets, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        for (int w = 0; w < LB_CT_WAYS; w++) {
+            struct ct_entry_v6 *e = &sets[i].way[w];
+            struct vip_key_v6 key = { .port = e->flow.dport, .proto = IPPROTO_TCP };
+            long row;
+
+            if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
+                continue;
+            memcpy(key.addr, e->flow.dst, sizeof(key.addr));
+            row = find_vip(sc, &key);
+            if (row < 0) {
+                key.port = 0;
+                row = find_vip(sc, &key);
+            }
+            if (row >= 0)
+                count_way(sc, row, &e->state, flow_hash_v6(&e->flow, sc->vips[row].flags));
+        }
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Settle the VIPs to settle, walking the sorted held list beside their slots. */
+static size_t settle_rings(struct settle_scan *sc, uint32_t *left)
+{
+    size_t settled = 0, h = 0;
+
+    qsort(sc->held, sc->held_n, sizeof(*sc->held), cmp_u64);
+    for (size_t row = 0; row < sc->n; row++) {
+        volatile uint16_t *ring = sc->slots + sc->vips[row].vip_num * sc->stride;
+
+        left[row] = 0;
+        if (!sc->vips[row].settle)
+            continue;
+        for (uint32_t s = 0; s < sc->ring_size; s++) {
+            uint64_t here = ((uint64_t)row << 32) | s;
+            uint16_t cur = ring[s];
+
+            while (h < sc->held_n && sc->held[h] < here)
+                h++;
+            if ((cur & LB_SLOT_SETTLED) || !(cur & LB_SLOT_BACKEND))
+                continue;
+            if (h < sc->held_n && sc->held[h] == here) {
+                left[row]++;
+            } else {
+                ring[s] = cur | LB_SLOT_SETTLED;
+                settled++;
+            }
+        }
+    }
+    return settled;
+}
+
+static PyObject *ringio_settle(PyObject *self, PyObject *args)
+{
+    PyObject *o_table, *o_keys, *o_vips, *o_slots, *o_left;
+    Py_buffer b_table, b_keys, b_vips, b_slots, b_left;
+    int v6;
+    Py_ssize_t stride, ring_size;
+    unsigned int limit;
+    size_t set_size, settled = 0;
+    struct settle_scan sc;
+    const char *error = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OpOOOnnIO:settle", &o_table, &v6, &o_keys, &o_vips, &o_slots,
+                          &stride, &ring_size, &limit, &o_left))
+        return NULL;
+    if (PyObject_GetBuffer(o_table, &b_table, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(o_keys, &b_keys, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&b_table);
+        return NULL;
+    }
+    if (get_view(o_vips, &b_vips, 0, 4, "I", "vips") < 0) {
+        PyBuffer_Release(&b_keys);
+        PyBuffer_Release(&b_table);
+        return NULL;
+    }
+    if (get_view(o_slots, &b_slots, 1, 2, "H", "slots") < 0) {
+        PyBuffer_Release(&b_vips);
+        PyBuffer_Release(&b_keys);
+        PyBuffer_Release(&b_table);
+        return NULL;
+    }
+    if (get_view(o_left, &b_left, 1, 4, "I", "left") < 0) {
+        PyBuffer_Release(&b_slots);
+        PyBuffer_Release(&b_vips);
+        PyBuffer_Release(&b_keys);
+        PyBuffer_Release(&b_table);
+        return NULL;
+    }
+    set_size = v6 ? sizeof(struct ct_set_v6) : sizeof(struct ct_set_v4);
+    memset(&sc, 0, sizeof(sc));
+    sc.key_size = v6 ? sizeof(struct vip_key_v6) : sizeof(struct vip_key_v4);
+    sc.keys = b_keys.buf;
+    sc.vips = b_vips.buf;
+    sc.n = (size_t)b_keys.len / sc.key_size;
+    sc.limit = limit;
+    sc.ring_size = (uint32_t)ring_size;
+    sc.stride = (size_t)stride;
+    sc.slots = b_slots.buf;
+    if ((size_t)b_table.len % set_size)
+        error = "table is not a whole number of sets";
+    else if ((size_t)b_keys.len % sc.key_size)
+        error = "keys is not a whole number of VIP keys";
+    else if ((size_t)b_vips.shape[0] != 3 * sc.n)
+        error = "vips needs 3 words per key";
+    else if ((size_t)b_left.shape[0] != sc.n)
+        error = "left needs one word per key";
+    else if (ring_size < 1 || ring_size > UINT32_MAX || stride < ring_size)
+        error = "ring_size must be 1..stride";
+    else if (limit > 0xffff)
+        error = "limit must be at most 65535";
+    for (size_t i = 0; !error && i < sc.n; i++) {
+        if (i && memcmp(sc.keys + (i - 1) * sc.key_size, sc.keys + i * sc.key_size,
+                        sc.key_size) >= 0)
+            error = "keys must be sorted and distinct";
+        else if (((size_t)sc.vips[i].vip_num + 1) * sc.stride > (size_t)b_slots.shape[0])
+            error = "a vip_num is outside the rings";
+    }
+    if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        if (v6)
+            scan_v6(&sc, b_table.buf, (size_t)b_table.len / set_size);
+        else
+            scan_v4(&sc, b_table.buf, (size_t)b_table.len / set_size);
+        if (!sc.no_memory)
+            settled = settle_rings(&sc, b_left.buf);
+        Py_END_ALLOW_THREADS
+        free(sc.held);
+        if (sc.no_memory)
+            PyErr_NoMemory();
+    }
+    PyBuffer_Release(&b_left);
+    PyBuffer_Release(&b_slots);
+    PyBuffer_Release(&b_vips);
+    PyBuffer_Release(&b_keys);
+    PyBuffer_Release(&b_table);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSize_t(settled);
+}
+
 static PyMethodDef ringio_methods[] = {
     {"apply", ringio_apply, METH_VARARGS,
      "apply(ring, ids, dest) -> slots written\n\n"
-     "Make dest[s] == ids[ring[s]] for every slot, storing only the slots that differ."},
+     "Make dest[s] == ids[ring[s]] for every slot, storing only the slots that differ\n"
+     "(as plain indexes: unsettled)."},
+    {"settle", ringio_settle, METH_VARARGS,
+     "settle(table, v6, keys, vips, slots, stride, ring_size, limit, left) -> slots settled\n\n"
+     "Settle every unsettled slot of the VIPs to settle that no connection-table way idle\n"
+     "fewer than `limit` settles names another backend for; left[i]: slots VIP i keeps."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef ringio_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "lb.xdp._ringio",
-    .m_doc = "Ring writes into the mmapped rings map; use lb.xdp.maps.Dataplane.write_ring.",
+    .m_doc = "Ring slot writes and settling in the mmapped rings map; use lb.xdp.maps.Dataplane.",
     .m_size = 0,
     .m_methods = ringio_methods,
 };

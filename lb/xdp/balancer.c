@@ -45,8 +45,8 @@ static __always_inline int count_drop(struct lb_counters *cnt, int reason)
 	return XDP_DROP;
 }
 
-/* The backend index in a VIP's ring slot for this hash (0: none). */
-static __always_inline __u32 ring_backend(__u32 vip_num, __u32 hash)
+/* A VIP's ring slot for this hash: backend index (0: none) | LB_SLOT_SETTLED if set. */
+static __always_inline __u32 ring_slot(__u32 vip_num, __u32 hash)
 {
 	__u32 slot = hash % LB_RING_SIZE;
 	__u32 key = vip_num * LB_RING_CELLS + slot / LB_RING_CELL_SLOTS;
@@ -74,7 +74,8 @@ static __always_inline __u32 ct_now(void)
 }
 
 /* The backend of a way found for this flow, if it is still good: backend slot valid, and
- * for UDP not idle longer than the timeout (then the way's time is refreshed). */
+ * for UDP not idle longer than the timeout (then the way's time is refreshed). The way has
+ * seen a packet: its idle settles start again from 0. */
 static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u8 proto,
 							const struct lb_config *cfg,
 							struct lb_counters *cnt)
@@ -88,6 +89,7 @@ static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u
 		}
 		st->atime = now;
 	}
+	st->idle_settles = 0;
 	return usable_backend(st->backend);
 }
 
@@ -159,7 +161,7 @@ static __always_inline void ct_fill(void *set, int way, const void *flow, int v6
 	else
 		((struct ct_set_v4 *)set)->way[way & 1].flow = *(const struct flow_v4 *)flow;
 	st->backend = idx;
-	st->pad0 = 0;
+	st->idle_settles = 0;
 	st->atime = proto == IPPROTO_UDP ? ct_now() : 0;
 	*ct_mru(set, v6) = way;
 }
@@ -270,7 +272,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
  * computation, no per-CPU pointer to load first): set = hash of the full 5-tuple &
  * (LB_CT_SETS - 1), two ways compared on the full flow, LRU within the set. A TCP SYN, an
  * expired UDP way or a way whose backend slot is gone takes a fresh decision that
- * overwrites the flow's own way. */
+ * overwrites the flow's own way.
+ *
+ * A non-SYN TCP packet whose ring slot is settled goes to the slot's backend without
+ * reading the table (but for one in LB_CT_SAMPLE_MASK + 1): settled means no live flow in
+ * the table names another backend for that slot, so the table would agree. On a busy host
+ * the table is far bigger than the caches, and its read is most of a packet's cost. A
+ * sampled packet whose way names another backend than its settled slot follows the slot. */
 static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
 					    int v6, __u8 proto, const struct vip_meta *vip,
 					    struct lb_counters *cnt)
@@ -279,7 +287,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 	struct lb_config *cfg = lb_config.lookup(&zero);
 	struct backend *be;
 	void *set = NULL;
-	__u32 hash, set_num, idx;
+	__u32 hash, set_num, idx, settled = 0;  /* settled: a sampled settled slot's backend */
 	int way = -1;
 
 	if (!cfg)
@@ -288,12 +296,36 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 		hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	} else {
 		hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+		if (proto == IPPROTO_TCP && !p->is_syn) {
+			__u32 ring_hash = hash;
+
+			if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
+				ring_hash = v6 ? flow_hash_v6(flow, vip->flags) :
+						 flow_hash_v4(flow, vip->flags);
+			idx = ring_slot(vip->vip_num, ring_hash);
+			if (idx & LB_SLOT_SETTLED) {
+				idx &= LB_SLOT_BACKEND;
+				be = usable_backend(idx);
+				/* The sample tick: every table-using packet moves one of these. */
+				if (be && ((cnt->n[CNT_CT_SETTLED] + cnt->n[CNT_CT_HIT] +
+					    cnt->n[CNT_CT_MISS]) & LB_CT_SAMPLE_MASK) !=
+					  LB_CT_SAMPLE_MASK) {
+					cnt->n[CNT_CT_SETTLED]++;
+					return forward(ctx, p, vip, idx, be, cfg, cnt);
+				}
+				if (be)
+					settled = idx;
+			}
+		}
 		set_num = bpf_get_smp_processor_id() * LB_CT_SETS + (hash & (LB_CT_SETS - 1));
 		set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
 		if (!set)
 			return count_drop(cnt, CNT_DROP_NO_BACKEND);
 		way = ct_find(set, flow, v6);
-		if (way >= 0 && !p->is_syn) {
+		/* On a settled slot the slot is right: a way naming another backend is a flow
+		 * that went idle past the limit and follows the slot now; rewrite it. */
+		if (way >= 0 && !p->is_syn &&
+		    !(settled && ct_way_state(set, way, v6)->backend != settled)) {
 			struct ct_state *st = ct_way_state(set, way, v6);
 
 			be = ct_state_backend(st, proto, cfg, cnt);
@@ -306,7 +338,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 		if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
 			hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	}
-	idx = ring_backend(vip->vip_num, hash);
+	idx = ring_slot(vip->vip_num, hash) & LB_SLOT_BACKEND;
 	be = usable_backend(idx);
 	if (!be)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);

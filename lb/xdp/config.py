@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from lb.xdp.consts import SLOT_BACKEND
+
 # The kernel's list of CPUs that can ever be online (e.g. "0-1", "0,2-5").
 POSSIBLE_CPUS_FILE = Path("/sys/devices/system/cpu/possible")
 
@@ -40,7 +42,8 @@ class Sizes:
     """Map sizes, fixed for the life of a loaded program (changing one means reloading).
 
     max_vips: VIPs at once; ring memory is max_vips * ring_size * 2 bytes.
-    max_backends: backend slots (index 0 reserved), at most 65535 (ring cells are u16).
+    max_backends: backend slots (index 0 reserved), at most 32768: a ring slot holds the index
+        in its low 15 bits (the top bit says the slot is settled, lb.xdp.consts.SLOT_SETTLED).
     ring_size: Maglev ring slots per VIP, a prime well above the backend count.
     conn_table_size: connection-table entries per CPU per address family, a power of two:
         conn_table_size / 2 sets of 2 ways (LRU within a set). Memory per CPU: 32 bytes
@@ -62,8 +65,8 @@ class Sizes:
     def __post_init__(self) -> None:
         if not 1 <= self.max_vips <= 65536:
             raise ValueError(f"max_vips must be 1..65536, got {self.max_vips}")
-        if not 2 <= self.max_backends <= 65535:
-            raise ValueError(f"max_backends must be 2..65535, got {self.max_backends}")
+        if not 2 <= self.max_backends <= SLOT_BACKEND + 1:
+            raise ValueError(f"max_backends must be 2..{SLOT_BACKEND + 1}, got {self.max_backends}")
         if not _is_prime(self.ring_size):
             raise ValueError(f"ring_size must be prime, got {self.ring_size}")
         n = self.conn_table_size

@@ -45,6 +45,7 @@ class Counter(enum.IntEnum):
     DROP_ENCAP_FAILED = 20
     ICMP_TOO_BIG = 21
     DROP_ICMP_RATE_LIMITED = 22
+    CT_SETTLED = 23
 
 
 COUNTER_SLOTS = len(Counter)
@@ -56,5 +57,11 @@ VERDICT_NAMES = {XDP_ABORTED: "ABORTED", XDP_DROP: "DROP", XDP_PASS: "PASS", XDP
 
 # Ways per connection-table set (LB_CT_WAYS).
 CT_WAYS = 2
-# A UDP way's time stamp is CLOCK_MONOTONIC (coarse) ns >> CT_TIME_SHIFT (LB_CT_TIME_SHIFT).
+# A way's time stamp is CLOCK_MONOTONIC (coarse) ns >> CT_TIME_SHIFT (LB_CT_TIME_SHIFT).
 CT_TIME_SHIFT = 20
+# The bits of a ring slot holding its backend index (LB_SLOT_BACKEND).
+SLOT_BACKEND = 0x7FFF
+# Ring slot bit: settled, its non-SYN TCP packets skip the table (LB_SLOT_SETTLED).
+SLOT_SETTLED = 0x8000
+# A settled slot's TCP packets read the table one time in CT_SAMPLE_MASK + 1 (LB_CT_SAMPLE_MASK).
+CT_SAMPLE_MASK = 15

@@ -11,7 +11,8 @@
 #define LB_MAX_VIPS 512
 #endif
 
-/* Backend slots; index 0 is reserved to mean "no backend" (ring cells are u16). */
+/* Backend slots; index 0 is reserved to mean "no backend". At most LB_SLOT_BACKEND + 1: a
+ * ring slot holds the index in its low 15 bits. */
 #ifndef LB_MAX_BACKENDS
 #define LB_MAX_BACKENDS 4096
 #endif
@@ -28,6 +29,19 @@
 
 /* Array elements one VIP's ring occupies. */
 #define LB_RING_CELLS ((LB_RING_SIZE + LB_RING_CELL_SLOTS - 1) / LB_RING_CELL_SLOTS)
+
+/* The bits of a ring slot that hold its backend index. */
+#define LB_SLOT_BACKEND 0x7fff
+
+/* Ring slot bit: the slot is settled, no live flow in the connection table names another
+ * backend for it, so non-SYN TCP packets of the slot skip the table. The control plane sets
+ * it; every rewrite of the slot stores a plain backend index, which clears it. */
+#define LB_SLOT_SETTLED 0x8000
+
+/* A settled slot's non-SYN TCP packets read the connection table anyway one time in
+ * (LB_CT_SAMPLE_MASK + 1) per CPU: keeps the LRU order, and remembers flows first seen
+ * mid-stream. */
+#define LB_CT_SAMPLE_MASK 15
 
 /* Connection-table entries per CPU per address family: a power of two (sets of LB_CT_WAYS). */
 #ifndef LB_CT_SIZE
@@ -140,5 +154,7 @@
 #define CNT_ICMP_TOO_BIG 21
 /* Drop: too big once encapsulated, and this CPU's ICMP reply budget is spent. */
 #define CNT_DROP_ICMP_RATE_LIMITED 22
+/* Non-SYN TCP packets sent by a settled ring slot without reading the connection table. */
+#define CNT_CT_SETTLED 23
 /* Number of counter slots. */
-#define CNT_MAX 23
+#define CNT_MAX 24

@@ -86,7 +86,8 @@ struct flow_v6 {
 /* What a connection-table way remembers of its flow: the backend, and when it was last seen. */
 struct ct_state {
 	__u16 backend;            /* backend index; 0: the way is empty */
-	__u16 pad0;
+	__u16 idle_settles;       /* settles without a packet while naming another backend than
+	                           * its ring slot (counted by the control plane; 0 on a packet) */
 	__u32 atime;              /* UDP: coarse ns >> LB_CT_TIME_SHIFT of the last packet; TCP: 0 */
 };
 

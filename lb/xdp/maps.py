@@ -2,11 +2,13 @@
 
 This layer knows the maps' shapes, not policy: it never decides which VIP number
 or backend index to use (the control plane does). Rings are read and written
-through an mmap of the `rings` array, so a ring update writes only the slots
-that change, with no system call per slot. The VIP index (a direct-mapped cache of
-the VIP hash maps) is kept consistent here, on every VIP write. The connection
-tables (arrays of 2-way sets, one slice per CPU) are mmapped too: reading, purging
-and clearing them is memory access, not system calls.
+through an mmap of the `rings` array, so a ring update writes only the slots that
+change (marking them unsettled), with no system call per slot; settling clears
+those marks where no live flow needs the connection table. The VIP index (a
+direct-mapped cache of the VIP hash maps) is kept consistent here, on every VIP
+write. The connection tables (arrays of 2-way sets, one slice per CPU) are mmapped
+too: reading, purging, clearing and settling against them is memory access, not
+system calls.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import ctypes
 import ipaddress
 import mmap
 import socket
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lb.xdp import _ringio, mapelem
-from lb.xdp.consts import CT_TIME_SHIFT, CT_WAYS, BackendFlag, Counter
+from lb.xdp.consts import (
+    CT_TIME_SHIFT,
+    CT_WAYS,
+    SLOT_BACKEND,
+    SLOT_SETTLED,
+    BackendFlag,
+    Counter,
+)
 from lb.xdp.flowhash import Address, conn_table_set, filter_slot, vip_index_slot, words
 from lb.xdp.loader import Program
 from lb.xdp.structs import (
@@ -47,6 +57,12 @@ _U32 = ctypes.c_uint32
 _BYTES_PER_SLOT = 2
 # CLOCK_MONOTONIC_COARSE (Linux): the clock of bpf_ktime_get_coarse_ns().
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+# A ring slot's top byte (which holds SLOT_SETTLED) is its second byte in memory.
+assert sys.byteorder == "little", "ring slots are read as little-endian u16"
+_TOP_BYTE = 1
+# Top bytes: each without the settled bit (a translate table), and those that have it.
+_WITHOUT_SETTLED = bytes(b & ~(SLOT_SETTLED >> 8) for b in range(256))
+_SETTLED_TOPS = bytes(range(SLOT_SETTLED >> 8, 256))
 # Per family: the connection-table map, its set mirror, and its flow mirror.
 _CT = {False: ("ct_v4", CtSetV4, CtEntryV4, FlowV4), True: ("ct_v6", CtSetV6, CtEntryV6, FlowV6)}
 
@@ -73,6 +89,24 @@ class Flow:
     sport: int
     dport: int
     proto: int
+
+
+def ct_clock() -> int:
+    """Now on the connection table's clock: coarse monotonic ns >> CT_TIME_SHIFT, 32 bits
+    (bpf_ktime_get_coarse_ns() in the data plane)."""
+    return (time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SettleVip:
+    """A TCP VIP as Dataplane.settle sees it: where its ring is, how it hashes, and whether
+    to settle its slots now (else it is only looked up, so that flows of it are not taken for
+    flows of a port-0 VIP of the same address)."""
+
+    key: VipKey
+    vip_num: int
+    flags: int
+    settle: bool
 
 
 def _words_array(addr: Address) -> ctypes.Array:
@@ -104,7 +138,8 @@ class Dataplane:
         length = self.sizes.max_vips * self.sizes.ring_cells * ctypes.sizeof(rings.Leaf)
         self._rings_mmap = mmap.mmap(rings.get_fd(), length, mmap.MAP_SHARED,
                                      mmap.PROT_READ | mmap.PROT_WRITE)
-        self._slots = memoryview(self._rings_mmap).cast("H")
+        self._slot_bytes = memoryview(self._rings_mmap)
+        self._slots = self._slot_bytes.cast("H")
         # Backend index i is its own id: ring writes given plain indexes.
         self._identity = array.array("H", range(self.sizes.max_backends))
         # Per family: the connection table's mapping, and a byte view of it.
@@ -124,6 +159,7 @@ class Dataplane:
         """Drop the ring and connection-table mappings (the maps themselves live on while
         pinned or attached)."""
         self._slots.release()
+        self._slot_bytes.release()
         self._rings_mmap.close()
         for v6 in _CT:
             self._ct_view[v6].release()
@@ -301,7 +337,51 @@ class Dataplane:
     def read_ring(self, vip_num: int) -> list[int]:
         """The backend index in each of a VIP's ring_size slots."""
         start, end = self._ring_span(vip_num)
-        return self._slots[start:end].tolist()
+        return [v & SLOT_BACKEND for v in self._slots[start:end].tolist()]
+
+    def unsettled_slots(self, vip_num: int) -> list[int]:
+        """The slot numbers of a VIP's ring that name a backend and are not settled (non-SYN
+        TCP packets read the connection table there)."""
+        start, end = self._ring_span(vip_num)
+        return [s for s, v in enumerate(self._slots[start:end].tolist())
+                if v & SLOT_BACKEND and not v & SLOT_SETTLED]
+
+    def unsettle(self, vip_num: int) -> int:
+        """Unsettle every slot of a VIP's ring, so that its TCP packets read the connection
+        table until a settle finds the slots free; returns how many were settled. Stores
+        only each slot's top byte (the flag's), one byte store per slot."""
+        start, end = self._ring_span(vip_num)
+        top = self._slot_bytes[2 * start + _TOP_BYTE:2 * end:2]
+        before = top.tobytes()
+        top[:] = before.translate(_WITHOUT_SETTLED)
+        return len(before) - len(before.translate(None, _SETTLED_TOPS))
+
+    def settle(self, vips: Sequence[SettleVip], limit: int) -> tuple[int, dict[int, int]]:
+        """Settle the unsettled slots of the VIPs marked `settle` that no flow in the
+        connection table holds: a flow holds its slot if it names another backend and has
+        been idle for fewer than `limit` settles (each settle counts such a flow's
+        idle_settles up; its next packet zeroes it). lb/xdp/_ringio.c does the work, one
+        scan of each family's table. Returns the slots settled, and per vip_num settled the
+        slots it keeps unsettled. Serialise with write_ring: both store into the same slots."""
+        if not 0 <= limit <= 0xFFFF:
+            raise ValueError(f"limit must be 0..65535, got {limit}")
+        settled, left = 0, {}
+        stride = self.sizes.ring_cells * self.sizes.ring_cell_slots
+        for v6 in (False, True):
+            family = sorted((bytes(_vip_key(v.key)), v) for v in vips
+                            if v.key.is_v6 == v6 and v.key.proto == socket.IPPROTO_TCP)
+            if not any(v.settle for _, v in family):
+                continue
+            rows = array.array("I")
+            for _, v in family:
+                rows.extend((v.vip_num, v.flags, int(v.settle)))
+            kept = array.array("I", bytes(4 * len(family)))
+            settled += _ringio.settle(self._ct_view[v6], v6, b"".join(k for k, _ in family),
+                                      rows, self._slots, stride, self.sizes.ring_size, limit,
+                                      kept)
+            left.update((v.vip_num, n) for (_, v), n in zip(family, kept, strict=True)
+                        if v.settle)
+        return settled, left
 
     def write_ring(self, vip_num: int, ring: Sequence[int],
                    ids: array.array | None = None) -> int:
@@ -310,7 +390,8 @@ class Dataplane:
         Without `ids`, `ring` holds backend indexes. With `ids` (array('H')), `ring` is an
         array('I') of member positions, as build_ring returns, and slot s gets ids[ring[s]].
         Each slot is one aligned 2-byte store (lb/xdp/_ringio.c), so the data plane reads
-        either the old or the new backend, never a mix.
+        either the old or the new backend, never a mix; each slot written is unsettled (a
+        plain index, without SLOT_SETTLED).
         """
         if len(ring) != self.sizes.ring_size:
             raise ValueError(f"ring has {len(ring)} slots, expected {self.sizes.ring_size}")
@@ -441,9 +522,7 @@ class Dataplane:
             key = flow_type(src=words(flow.src)[0], dst=words(flow.dst)[0], **ports)
         set_num = conn_table_set(flow.src, flow.dst, flow.sport, flow.dport, flow.proto,
                                  self.sizes.conn_table_sets)
-        atime = 0
-        if flow.proto == socket.IPPROTO_UDP:
-            atime = (time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT) & 0xFFFFFFFF
+        atime = ct_clock() if flow.proto == socket.IPPROTO_UDP else 0
         view, size = self._ct_view[v6], ctypes.sizeof(set_type)
         for cpu in range(self.sizes.cpus):
             at = self._ct_offset(v6, cpu, set_num)
@@ -457,6 +536,7 @@ class Dataplane:
                 way = 1 - s.mru
             s.way[way].flow = key
             s.way[way].state.backend = backend
+            s.way[way].state.idle_settles = 0
             s.way[way].state.atime = atime
             s.mru = way
             view[at:at + size] = bytes(s)

@@ -85,9 +85,9 @@ class FlowV6(ctypes.Structure):
 
 
 class CtState(ctypes.Structure):
-    """struct ct_state { u16 backend; u16 pad0; u32 atime; }"""
+    """struct ct_state { u16 backend; u16 idle_settles; u32 atime; }"""
 
-    _fields_ = [("backend", u16), ("pad0", u16), ("atime", u32)]
+    _fields_ = [("backend", u16), ("idle_settles", u16), ("atime", u32)]
 
 
 class CtEntryV4(ctypes.Structure):

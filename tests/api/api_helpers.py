@@ -31,6 +31,12 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # The lab daemon keeps the default ring size (LabDaemon overrides only VIPs, backends, table).
 RING_SIZE = Sizes().ring_size
 
+# The session daemon settles ring slots this often, and a flow idle this long after its slot
+# changed may follow the slot (`lb run` defaults: 10 s and 900 s; short here, so that settling
+# runs under every API test).
+SETTLE_INTERVAL_S = 0.5
+TCP_IDLE_TIMEOUT_S = 3.0
+
 
 # --- REST shorthands ----------------------------------------------------------------------
 def check(response: httpx.Response, status: int) -> Any:

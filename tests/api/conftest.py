@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from api_helpers import SETTLE_INTERVAL_S, TCP_IDLE_TIMEOUT_S
 
 from lb.lab import VethLab
 from lb.labdaemon import LabDaemon, checked_daemon, fresh_lab
@@ -32,11 +33,13 @@ def api_lab() -> Iterator[VethLab]:
 
 @pytest.fixture(scope="session")
 def daemon(api_lab: VethLab) -> Iterator[LabDaemon]:
-    """Session: `lb run` on the lab's balancer veth, API on a free 127.0.0.1 port.
+    """Session: `lb run` on the lab's balancer veth, API on a free 127.0.0.1 port, settling
+    ring slots every SETTLE_INTERVAL_S.
 
     Cleanup: SIGTERM, pinned maps and state directory removed; checked gone.
     """
-    yield from checked_daemon(api_lab)
+    yield from checked_daemon(api_lab, ["--settle-interval-s", str(SETTLE_INTERVAL_S),
+                                        "--tcp-idle-timeout-s", str(TCP_IDLE_TIMEOUT_S)])
 
 
 @pytest.fixture

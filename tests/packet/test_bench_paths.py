@@ -38,10 +38,17 @@ def test_every_scaling_figure_takes_its_intended_path(tmp_path):
     report = json.loads(out.read_text())
     cases = {(r["flows"], r["case"]): r for r in report["rows"]}
     assert set(cases) == {(1, "new"), (1, "established"), (1000, "new"),
-                          (1000, "established"), (1000, "cycling")}
+                          (1000, "established"), (1000, "cycling"),
+                          (1, "established_settled"), (1000, "established_settled"),
+                          (1000, "cycling_settled")}
+    # Valid: every call's counters showed the intended path (the settled cases: all but the
+    # sampled packets counted as ct_settled, the sampled ones as table hits).
     assert all(r["valid"] and r["ns"] > 0 for r in cases.values())
     cycling = cases[(1000, "cycling")]
     assert cycling["floor"] == "probe" and cycling["repeat"] == 1000  # every flow once
     assert cycling["floor_ns"] > 0 and cycling["hit_share"] >= 0.85
+    settled = cases[(1000, "cycling_settled")]
+    assert settled["floor"] == "encap_vary" and settled["repeat"] == 1000
     (t,) = report["targets"]["established_vs_one_flow"]
     assert t["result"] in ("PASS", "MISS") and t["probe_floor_ns"] == cycling["floor_ns"]
+    assert t["cycling_ns"] == settled["ns"] and t["table_cycling_ns"] == cycling["ns"]

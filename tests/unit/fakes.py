@@ -87,6 +87,11 @@ class RecordingDataplane:
         self.rings[num] = list(ring)
         return sum(a != b for a, b in zip(old, ring, strict=True))
 
+    def unsettle(self, num: int) -> int:
+        """Settling is not modelled here (the packet tests cover it): nothing to do."""
+        assert 0 <= num < self.sizes.max_vips, num
+        return 0
+
     # --- connection table -----------------------------------------------------------
     def purge_conn_entries(self, backend: int) -> int:
         stale = [k for k, v in self.conn.items() if v == backend]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lb.xdp import flowhash
+from lb.xdp import consts, flowhash
 from lb.xdp.config import Sizes, host_possible_cpus
 from lb.xdp.consts import COUNTER_SLOTS, BackendFlag, Counter, VipFlag
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS
@@ -43,6 +43,17 @@ def test_counter_slots_match_the_header() -> None:
 @pytest.mark.parametrize("prefix, enum", [("F_VIP_", VipFlag), ("F_BACKEND_", BackendFlag)])
 def test_flags_match_the_header(prefix: str, enum) -> None:
     assert defines(prefix) == {m.name: m.value for m in enum}
+
+
+def test_slot_and_table_constants_match_the_header() -> None:
+    header = defines("LB_SLOT_")
+    text = CONSTS.read_text()
+    for name in ("SAMPLE_MASK", "TIME_SHIFT", "WAYS"):
+        header[name] = value(re.search(rf"^#define LB_CT_{name} (\S+)$", text, re.M).group(1))
+    assert header == {"BACKEND": consts.SLOT_BACKEND, "SETTLED": consts.SLOT_SETTLED,
+                      "SAMPLE_MASK": consts.CT_SAMPLE_MASK, "TIME_SHIFT": consts.CT_TIME_SHIFT,
+                      "WAYS": consts.CT_WAYS}
+    assert consts.SLOT_BACKEND & consts.SLOT_SETTLED == 0
 
 
 def test_sizes_come_from_one_place() -> None:

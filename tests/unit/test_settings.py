@@ -121,7 +121,7 @@ def test_a_good_next_hop_mac_is_kept():
     ({"ring_size": 65536}, "ring_size"),
     ({"ring_size": 1}, "ring_size"),
     ({"max_backends": 1}, "max_backends"),
-    ({"max_backends": 65536}, "max_backends"),
+    ({"max_backends": 32769}, "max_backends"),
     ({"max_vips": 0}, "max_vips"),
     ({"conn_table_size": 8}, "conn_table_size"),
 ])
@@ -147,3 +147,22 @@ def test_settings_are_built_directly_with_the_same_precedence(monkeypatch):
     monkeypatch.setenv("LB_INTERFACE", "eth2")
     assert Settings().interface == "eth2"
     assert Settings(interface="eth3").interface == "eth3"
+
+
+@pytest.mark.parametrize("settle, match", [
+    ({"settle_interval_s": -1}, "settle_interval_s"),
+    ({"tcp_idle_timeout_s": 0}, "tcp_idle_timeout_s"),
+    ({"settle_interval_s": 0.001, "tcp_idle_timeout_s": 900}, "must be 1..65535"),
+])
+def test_bad_settle_settings_are_rejected(settle, match):
+    with pytest.raises(ValidationError, match=match):
+        load_settings(interface="eth0", **settle)
+
+
+def test_the_settle_limit_is_the_idle_timeout_in_settles():
+    from lb.control.settings import settle_limit
+
+    assert settle_limit(10, 900) == 90
+    assert settle_limit(0.5, 3) == 6
+    assert settle_limit(7, 900) == 129  # rounded up: a flow is held at least that long
+    assert settle_limit(0, 900) == 0  # settling off
