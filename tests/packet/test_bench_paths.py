@@ -52,3 +52,4 @@ def test_every_scaling_figure_takes_its_intended_path(tmp_path):
     (t,) = report["targets"]["established_vs_one_flow"]
     assert t["result"] in ("PASS", "MISS") and t["probe_floor_ns"] == cycling["floor_ns"]
     assert t["cycling_ns"] == settled["ns"] and t["table_cycling_ns"] == cycling["ns"]
+    assert t["cycling_over_floor"] == settled["ratio_to_floor"]

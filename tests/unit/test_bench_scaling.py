@@ -65,22 +65,25 @@ def _row(flows, case, ns, floor_ns=60.0, ratio=None):
             "floor_ns": floor_ns, "ratio_to_floor": ratio}
 
 
-def test_targets_judge_settled_cycling_and_report_the_table_path():
+def test_targets_judge_settled_cycling_over_floors_and_report_the_table_path():
     opts = bs.Options(flows=(1, 1000), vips=(1,), backends=(10,))
-    rows = [_row(1, "established", 100.0), _row(1000, "established", 110.0),
+    rows = [_row(1, "established", 100.0, ratio=2.0), _row(1000, "established", 110.0),
             _row(1000, "cycling", 300.0, floor_ns=240.0, ratio=1.25),
-            _row(1, "established_settled", 90.0), _row(1000, "cycling_settled", 180.0)]
+            _row(1, "established_settled", 90.0, ratio=1.6),
+            _row(1000, "cycling_settled", 180.0, ratio=3.2)]
     (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
-    # Judged: settled cycling over the cheaper one-flow figure (the settled one here).
-    assert (t["established_1_ns"], t["ratio"], t["result"]) == (90.0, 2.0, "MISS")
+    # Judged: settled cycling over its floor / the cheaper one-flow figure over its floor.
+    assert (t["one_flow_case"], t["ratio"], t["result"]) == ("established_settled", 2.0, "MISS")
+    assert t["ns_ratio"] == 2.0  # 180 / 90 ns, beside it
     # Beside it, the table path against its own one-flow figure.
     assert (t["ratio_table"], t["ratio_one_flow"], t["ratio_probe_floor"],
             t["cycling_over_probe"]) == (3.0, 1.1, 2.4, 1.25)
-    rows[4] = _row(1000, "cycling_settled", 135.0)
+    # The host slowed down while cycling ran: its floor did too, and the judged ratio holds.
+    rows[4] = _row(1000, "cycling_settled", 240.0, floor_ns=100.0, ratio=2.4)
     (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
-    assert (t["ratio"], t["result"]) == (1.5, "PASS")
-    rows[3] = _row(1, "established_settled", 120.0)  # the table's one flow is cheaper
+    assert (t["ratio"], t["result"], t["ns_ratio"]) == (1.5, "PASS", 2.667)
+    rows[3] = _row(1, "established_settled", 120.0, ratio=2.1)  # the table's is cheaper now
     (t,) = bs.targets(rows, opts)["established_vs_one_flow"]
-    assert (t["established_1_ns"], t["ratio"]) == (100.0, 1.35)
+    assert (t["one_flow_case"], t["established_1_ns"], t["ratio"]) == ("established", 100.0, 1.2)
     (t,) = bs.targets(rows[:3], opts)["established_vs_one_flow"]
     assert t["result"] == "INVALID" and t["ratio_table"] == 3.0
