@@ -173,6 +173,19 @@ static long find_vip(const struct settle_scan *sc, const void *key)
     return -1;
 }
 
+/* The row of the VIP the data plane picks for a flow's `key` (its exact port, else port 0,
+ * through `port`, the key's port field), or -1. */
+static long pick_vip(const struct settle_scan *sc, void *key, __be16 *port)
+{
+    long row = find_vip(sc, key);
+
+    if (row < 0) {
+        *port = 0;
+        row = find_vip(sc, key);
+    }
+    return row;
+}
+
 static void hold(struct settle_scan *sc, size_t row, uint32_t slot)
 {
     if (sc->held_n == sc->held_cap) {
@@ -197,7 +210,7 @@ static void count_way(struct settle_scan *sc, long row, struct ct_state *st, uin
     uint32_t slot = hash % sc->ring_size;
     uint16_t idle = __atomic_load_n(&st->idle_settles, __ATOMIC_RELAXED);
 
-    if (row < 0 || !(v = &sc->vips[row])->settle)
+    if (!(v = &sc->vips[row])->settle)
         return;
     if ((sc->slots[v->vip_num * sc->stride + slot] & LB_SLOT_BACKEND) == st->backend) {
         if (idle)
@@ -221,11 +234,7 @@ static void scan_v4(struct settle_scan *sc, struct ct_set_v4 *sets, size_t count
 
             if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
                 continue;
-            row = find_vip(sc, &key);
-            if (row < 0) {
-                key.port = 0;
-                row = find_vip(sc, &key);
-            }
+            row = pick_vip(sc, &key, &key.port);
             if (row >= 0)
                 count_way(sc, row, &e->state, flow_hash_v4(&e->flow, sc->vips[row].flags));
         }
@@ -243,11 +252,7 @@ static void scan_v6(struct settle_scan *sc, struct ct_set_v6 *sets, size_t count
             if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
                 continue;
             memcpy(key.addr, e->flow.dst, sizeof(key.addr));
-            row = find_vip(sc, &key);
-            if (row < 0) {
-                key.port = 0;
-                row = find_vip(sc, &key);
-            }
+            row = pick_vip(sc, &key, &key.port);
             if (row >= 0)
                 count_way(sc, row, &e->state, flow_hash_v6(&e->flow, sc->vips[row].flags));
         }
@@ -295,7 +300,8 @@ static size_t settle_rings(struct settle_scan *sc, uint32_t *left)
 static PyObject *ringio_settle(PyObject *self, PyObject *args)
 {
     PyObject *o_table, *o_keys, *o_vips, *o_slots, *o_left;
-    Py_buffer b_table, b_keys, b_vips, b_slots, b_left;
+    /* Zeroed: PyBuffer_Release ignores a view whose obj is NULL (never got, or released). */
+    Py_buffer b_table = {0}, b_keys = {0}, b_vips = {0}, b_slots = {0}, b_left = {0};
     int v6;
     Py_ssize_t stride, ring_size;
     unsigned int limit;
@@ -307,30 +313,12 @@ static PyObject *ringio_settle(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OpOOOnnIO:settle", &o_table, &v6, &o_keys, &o_vips, &o_slots,
                           &stride, &ring_size, &limit, &o_left))
         return NULL;
-    if (PyObject_GetBuffer(o_table, &b_table, PyBUF_WRITABLE) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(o_keys, &b_keys, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&b_table);
-        return NULL;
-    }
-    if (get_view(o_vips, &b_vips, 0, 4, "I", "vips") < 0) {
-        PyBuffer_Release(&b_keys);
-        PyBuffer_Release(&b_table);
-        return NULL;
-    }
-    if (get_view(o_slots, &b_slots, 1, 2, "H", "slots") < 0) {
-        PyBuffer_Release(&b_vips);
-        PyBuffer_Release(&b_keys);
-        PyBuffer_Release(&b_table);
-        return NULL;
-    }
-    if (get_view(o_left, &b_left, 1, 4, "I", "left") < 0) {
-        PyBuffer_Release(&b_slots);
-        PyBuffer_Release(&b_vips);
-        PyBuffer_Release(&b_keys);
-        PyBuffer_Release(&b_table);
-        return NULL;
-    }
+    if (PyObject_GetBuffer(o_table, &b_table, PyBUF_WRITABLE) < 0 ||
+        PyObject_GetBuffer(o_keys, &b_keys, PyBUF_SIMPLE) < 0 ||
+        get_view(o_vips, &b_vips, 0, 4, "I", "vips") < 0 ||
+        get_view(o_slots, &b_slots, 1, 2, "H", "slots") < 0 ||
+        get_view(o_left, &b_left, 1, 4, "I", "left") < 0)
+        goto done;
     set_size = v6 ? sizeof(struct ct_set_v6) : sizeof(struct ct_set_v4);
     memset(&sc, 0, sizeof(sc));
     sc.key_size = v6 ? sizeof(struct vip_key_v6) : sizeof(struct vip_key_v4);
@@ -375,6 +363,7 @@ static PyObject *ringio_settle(PyObject *self, PyObject *args)
         if (sc.no_memory)
             PyErr_NoMemory();
     }
+done:
     PyBuffer_Release(&b_left);
     PyBuffer_Release(&b_slots);
     PyBuffer_Release(&b_vips);
