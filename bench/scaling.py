@@ -203,8 +203,7 @@ class Bench:
 
     def unsettle(self) -> None:
         """Every VIP's ring unsettled: each TCP packet reads the table (as after a change)."""
-        for state in self.service.vips.values():
-            self.dp.unsettle(state.num)
+        self.service.unsettle()
 
     def settle(self) -> int:
         """Settle every ring (the steady state of a production host: the filled flows all

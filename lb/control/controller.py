@@ -470,13 +470,23 @@ class Controller:
                     self._ramps[(v.id, b.address)] = now
 
     def settle(self) -> tuple[int, int]:
-        """Settle the ring slots that can be (Balancer.settle), under the change lock.
-        Returns (slots settled, slots held by live flows)."""
+        """Settle the ring slots that can be (Balancer.settle_plan / settle_apply under the
+        change lock; the scan of the connection table, the long part, without it). Returns
+        (slots settled, slots held by live flows)."""
         with self.lock:
-            settled, held = self.balancer.settle(self._settle_limit)
+            plan = self.balancer.settle_plan()
+        if not plan:
+            return 0, 0
+        t0 = time.monotonic()
+        scan = self.balancer.dp.scan(plan, self._settle_limit)
+        t1 = time.monotonic()
+        with self.lock:
+            settled, held = self.balancer.settle_apply(scan)
         metrics.RING_SLOTS_SETTLED.inc(settled)
         if settled:
-            log.info("event=slots_settled settled=%d held_by_live_flows=%d", settled, held)
+            log.info("event=slots_settled settled=%d held_by_live_flows=%d scan_ms=%.1f "
+                     "settle_ms=%.1f", settled, held, (t1 - t0) * 1e3,
+                     (time.monotonic() - t1) * 1e3)
         return settled, held
 
     def start_settling(self) -> None:

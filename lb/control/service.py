@@ -25,7 +25,7 @@ from lb.control.maglev import build_ring
 from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
 from lb.xdp.flowhash import Address
-from lb.xdp.maps import PROTOCOLS, Dataplane, SettleVip, VipKey
+from lb.xdp.maps import PROTOCOLS, Dataplane, SettleScan, SettleVip, VipKey
 
 # Seconds a VIP's ring must go unchanged before a settle may settle its slots: far longer
 # than any one packet takes to decide (a program run is microseconds).
@@ -121,6 +121,8 @@ class Balancer:
         self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
         self._empty_ring = array.array("I", bytes(4 * self.sizes.ring_size))
         self._disabled: set[Address] = set()
+        # The last settle plan: vip_num -> (VIP, its changed_at then) (settle_plan/_apply).
+        self._planned: dict[int, tuple[VipKey, float]] = {}
         # Rings built ahead by _prebuild: VIP -> (the target's backends dict, its ring's future).
         self._prebuilt: dict[VipKey, tuple[dict[Address, int], Future[array.array]]] = {}
 
@@ -324,6 +326,7 @@ class Balancer:
             if refs == 0:
                 self._retired[address] = None
         dataplane.write_filter(self._vip_addresses())
+        dataplane.reset_idle_settles()  # counted in another run's settle interval, maybe
         return self
 
     def _new_backends(self, added: list[Address]) -> int:
@@ -411,14 +414,19 @@ class Balancer:
 
     def _write_ring(self, state: VipState, ring: array.array | None = None) -> int:
         """Write the ring of state.backends (`ring`, if built ahead from that very dict)."""
-        if not state.backends:
-            written = self.dp.write_ring(state.num, self._empty_ring)
-        else:
-            ids = array.array("H", [self._backend_index[a] for a in state.backends])
-            if ring is None:
-                ring = build_ring([(str(a), w) for a, w in state.backends.items()],
-                                  self.sizes.ring_size)
-            written = self.dp.write_ring(state.num, ring, ids)
+        written = 0
+        try:
+            if not state.backends:
+                written = self.dp.write_ring(state.num, self._empty_ring)
+            else:
+                ids = array.array("H", [self._backend_index[a] for a in state.backends])
+                if ring is None:
+                    ring = build_ring([(str(a), w) for a, w in state.backends.items()],
+                                      self.sizes.ring_size)
+                written = self.dp.write_ring(state.num, ring, ids)
+        except BaseException:
+            state.unsettled_now()  # some slots may have been rewritten before it failed
+            raise
         if written:
             state.unsettled_now()
         return written
@@ -431,24 +439,41 @@ class Balancer:
             self.dp.unsettle(state.num)
             state.unsettled_now()
 
-    def settle(self, limit: int, grace_s: float = SETTLE_GRACE_S) -> tuple[int, int]:
-        """Settle the ring slots of TCP VIPs that no flow idle for fewer than `limit` settles
-        holds (Dataplane.settle): their non-SYN packets then skip the connection table.
-        Only VIPs that may have unsettled slots take part (no scan when none does); those
-        whose ring changed within `grace_s` wait for the next settle, so that no packet still
-        deciding on a slot's old backend can miss it. Returns (slots settled, slots held)."""
+    def settle_plan(self, grace_s: float = SETTLE_GRACE_S) -> list[SettleVip]:
+        """The VIPs of a settle: every TCP VIP, those to settle marked (they may have
+        unsettled slots, and their ring has not changed within `grace_s`, so that no packet
+        still deciding on a slot's old backend can miss it). Empty: nothing to settle."""
         now = time.monotonic()
         todo = {s.num for s in self.vips.values()
                 if s.unsettled and now - s.changed_at >= grace_s}
         if not todo:
-            return 0, 0
-        settled, left = self.dp.settle(
-            [SettleVip(key, s.num, int(s.flags), s.num in todo) for key, s in self.vips.items()],
-            limit)
+            return []
+        self._planned = {s.num: (key, s.changed_at) for key, s in self.vips.items()}
+        return [SettleVip(key, s.num, int(s.flags), s.num in todo)
+                for key, s in self.vips.items()]
+
+    def settle_apply(self, scan: SettleScan) -> tuple[int, int]:
+        """Settle what `scan` (Dataplane.scan of settle_plan's VIPs) found free, in the
+        VIPs whose ring no write changed since the plan. Returns (slots settled, held)."""
+        planned = self._planned
+
+        def unchanged(v: SettleVip) -> bool:
+            state = self.vips.get(v.key)
+            return state is not None and (v.key, state.changed_at) == planned.get(state.num)
+
+        settled, left = self.dp.settle_scanned(scan, unchanged)
         for state in self.vips.values():
             if state.num in left:
                 state.unsettled = left[state.num] > 0
         return settled, sum(left.values())
+
+    def settle(self, limit: int, grace_s: float = SETTLE_GRACE_S) -> tuple[int, int]:
+        """Settle the ring slots of TCP VIPs that no flow idle for fewer than `limit` settles
+        holds: settle_plan, Dataplane.scan, settle_apply in one go (the caller holds off
+        ring writes). Their non-SYN packets then skip the connection table. Returns (slots
+        settled, slots held)."""
+        plan = self.settle_plan(grace_s)
+        return self.settle_apply(self.dp.scan(plan, limit)) if plan else (0, 0)
 
     def _prebuild(self, targets: dict[VipKey, dict[Address, int]]) -> ThreadPoolExecutor | None:
         """Start building the rings of many VIPs, in `targets`' order, on every CPU (the

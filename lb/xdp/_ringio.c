@@ -1,4 +1,4 @@
-/* Ring slots in the mmapped `rings` map, for lb/xdp/maps.py (Dataplane.write_ring, .settle).
+/* Ring slots in the mmapped `rings` map, for lb/xdp/maps.py (Dataplane.write_ring, .scan, .settle).
  *
  * apply(ring, ids, dest) -> slots written
  *
@@ -13,28 +13,32 @@
  * position outside `ids`, or an id with the top bit, raises ValueError (slots before it are
  * already written; the caller rewrites the ring). The GIL is released during the loop.
  *
- * settle(table, v6, keys, vips, slots, stride, ring_size, limit, left) -> slots settled
+ * scan(table, v6, keys, vips, slots, stride, ring_size, limit) -> held
+ * settle(held, vips, slots, stride, ring_size, left) -> slots settled
  *
  *   table      one family's connection table (every CPU's slice): struct ct_set_v4/_v6 items,
  *              writable (each way's idle_settles is counted here)
  *   keys       n struct vip_key_v4/_v6, the family's TCP VIPs, sorted by their bytes
- *   vips       array('I') of 3n: per key its vip_num, flags, and 1 to settle it now, 0 to
- *              only look it up (so that a flow of it is not taken for one of a port-0 VIP of
- *              the same address)
- *   slots      the writable 'H' view of the whole rings map; VIP v's ring starts at v * stride
+ *   vips       array('I') of 3n: per key (its row) its vip_num, flags, and 1 to settle it
+ *              now, 0 to only look it up (so that a flow of it is not taken for one of a
+ *              port-0 VIP of the same address)
+ *   slots      the 'H' view of the whole rings map; VIP v's ring starts at v * stride
  *   limit      settles a way may stay idle and still hold its slot (at most 65535)
+ *   held       what scan returned: the held slots as sorted u64 (row << 32 | slot)
  *   left       writable array('I') of n: set to the unsettled slots each VIP settled keeps
  *
- * A TCP way of a VIP to settle (the VIP the data plane would pick: the exact port, else port
- * 0) that names another backend than its ring slot (ring hashing exactly as the data plane,
- * from the same header) holds the slot while its idle_settles is under `limit`, and has it
- * counted up by one (a compare-and-swap: a zero the program stores meanwhile, on the flow's
- * next packet, wins). A ring change makes a flow disagree with its slot from then on, so every
- * such flow gets `limit` settles from the change, even one whose packets skipped the table
- * before it. A way that agrees with its slot has its count zeroed. Every unsettled slot with a
- * backend, of a VIP to settle, that no way holds is settled: its top bit set with one 2-byte
- * store. One scan of the table serves every VIP (held slots are kept in a sorted list). The
- * caller serialises this with apply().
+ * scan: a TCP way of a VIP to settle (the VIP the data plane would pick: the exact port, else
+ * port 0) that names another backend than its ring slot (ring hashing exactly as the data
+ * plane, from the same header) holds the slot while its idle_settles is under `limit`, and
+ * has it counted up by one (a compare-and-swap: a zero the program stores meanwhile, on the
+ * flow's next packet, wins). A ring change makes a flow disagree with its slot from then on,
+ * so every such flow gets `limit` settles from the change, even one whose packets skipped
+ * the table before it. A way that agrees with its slot has its count zeroed. One pass over
+ * the table serves every VIP, and it needs no lock: it only reads the rings.
+ *
+ * settle: every unsettled slot with a backend, of a VIP to settle, that `held` does not name
+ * is settled: its top bit set with one 2-byte store. The caller serialises this with apply(),
+ * and settles only VIPs whose rings no write changed since their scan.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -266,27 +270,29 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Settle the VIPs to settle, walking the sorted held list beside their slots. */
-static size_t settle_rings(struct settle_scan *sc, uint32_t *left)
+/* Settle the VIPs to settle, walking the sorted held list beside their slots; left[row]:
+ * the slots each keeps unsettled. */
+static size_t settle_rings(const struct settle_vip *vips, size_t n, const uint64_t *held,
+                           size_t held_n, volatile uint16_t *slots, size_t stride,
+                           uint32_t ring_size, uint32_t *left)
 {
     size_t settled = 0, h = 0;
 
-    qsort(sc->held, sc->held_n, sizeof(*sc->held), cmp_u64);
-    for (size_t row = 0; row < sc->n; row++) {
-        volatile uint16_t *ring = sc->slots + sc->vips[row].vip_num * sc->stride;
+    for (size_t row = 0; row < n; row++) {
+        volatile uint16_t *ring = slots + vips[row].vip_num * stride;
 
         left[row] = 0;
-        if (!sc->vips[row].settle)
+        if (!vips[row].settle)
             continue;
-        for (uint32_t s = 0; s < sc->ring_size; s++) {
+        for (uint32_t s = 0; s < ring_size; s++) {
             uint64_t here = ((uint64_t)row << 32) | s;
             uint16_t cur = ring[s];
 
-            while (h < sc->held_n && sc->held[h] < here)
+            while (h < held_n && held[h] < here)
                 h++;
             if ((cur & LB_SLOT_SETTLED) || !(cur & LB_SLOT_BACKEND))
                 continue;
-            if (h < sc->held_n && sc->held[h] == here) {
+            if (h < held_n && held[h] == here) {
                 left[row]++;
             } else {
                 ring[s] = cur | LB_SLOT_SETTLED;
@@ -297,30 +303,43 @@ static size_t settle_rings(struct settle_scan *sc, uint32_t *left)
     return settled;
 }
 
-static PyObject *ringio_settle(PyObject *self, PyObject *args)
+/* Checks shared by scan() and settle(): `vips` rows against the keys and the rings. */
+static const char *check_rows(const struct settle_vip *vips, size_t n, size_t vips_words,
+                              Py_ssize_t slots_n, Py_ssize_t stride, Py_ssize_t ring_size)
 {
-    PyObject *o_table, *o_keys, *o_vips, *o_slots, *o_left;
+    if (vips_words != 3 * n)
+        return "vips needs 3 words per key";
+    if (ring_size < 1 || ring_size > UINT32_MAX || stride < ring_size)
+        return "ring_size must be 1..stride";
+    for (size_t i = 0; i < n; i++)
+        if (((size_t)vips[i].vip_num + 1) * (size_t)stride > (size_t)slots_n)
+            return "a vip_num is outside the rings";
+    return NULL;
+}
+
+static PyObject *ringio_scan(PyObject *self, PyObject *args)
+{
+    PyObject *o_table, *o_keys, *o_vips, *o_slots, *result = NULL;
     /* Zeroed: PyBuffer_Release ignores a view whose obj is NULL (never got, or released). */
-    Py_buffer b_table = {0}, b_keys = {0}, b_vips = {0}, b_slots = {0}, b_left = {0};
+    Py_buffer b_table = {0}, b_keys = {0}, b_vips = {0}, b_slots = {0};
     int v6;
     Py_ssize_t stride, ring_size;
     unsigned int limit;
-    size_t set_size, settled = 0;
+    size_t set_size;
     struct settle_scan sc;
     const char *error = NULL;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "OpOOOnnIO:settle", &o_table, &v6, &o_keys, &o_vips, &o_slots,
-                          &stride, &ring_size, &limit, &o_left))
+    memset(&sc, 0, sizeof(sc));
+    if (!PyArg_ParseTuple(args, "OpOOOnnI:scan", &o_table, &v6, &o_keys, &o_vips, &o_slots,
+                          &stride, &ring_size, &limit))
         return NULL;
     if (PyObject_GetBuffer(o_table, &b_table, PyBUF_WRITABLE) < 0 ||
         PyObject_GetBuffer(o_keys, &b_keys, PyBUF_SIMPLE) < 0 ||
         get_view(o_vips, &b_vips, 0, 4, "I", "vips") < 0 ||
-        get_view(o_slots, &b_slots, 1, 2, "H", "slots") < 0 ||
-        get_view(o_left, &b_left, 1, 4, "I", "left") < 0)
+        get_view(o_slots, &b_slots, 0, 2, "H", "slots") < 0)
         goto done;
     set_size = v6 ? sizeof(struct ct_set_v6) : sizeof(struct ct_set_v4);
-    memset(&sc, 0, sizeof(sc));
     sc.key_size = v6 ? sizeof(struct vip_key_v6) : sizeof(struct vip_key_v4);
     sc.keys = b_keys.buf;
     sc.vips = b_vips.buf;
@@ -333,42 +352,79 @@ static PyObject *ringio_settle(PyObject *self, PyObject *args)
         error = "table is not a whole number of sets";
     else if ((size_t)b_keys.len % sc.key_size)
         error = "keys is not a whole number of VIP keys";
-    else if ((size_t)b_vips.shape[0] != 3 * sc.n)
-        error = "vips needs 3 words per key";
-    else if ((size_t)b_left.shape[0] != sc.n)
-        error = "left needs one word per key";
-    else if (ring_size < 1 || ring_size > UINT32_MAX || stride < ring_size)
-        error = "ring_size must be 1..stride";
     else if (limit > 0xffff)
         error = "limit must be at most 65535";
-    for (size_t i = 0; !error && i < sc.n; i++) {
-        if (i && memcmp(sc.keys + (i - 1) * sc.key_size, sc.keys + i * sc.key_size,
-                        sc.key_size) >= 0)
+    else
+        error = check_rows(sc.vips, sc.n, (size_t)b_vips.shape[0], b_slots.shape[0], stride,
+                           ring_size);
+    for (size_t i = 1; !error && i < sc.n; i++)
+        if (memcmp(sc.keys + (i - 1) * sc.key_size, sc.keys + i * sc.key_size,
+                   sc.key_size) >= 0)
             error = "keys must be sorted and distinct";
-        else if (((size_t)sc.vips[i].vip_num + 1) * sc.stride > (size_t)b_slots.shape[0])
-            error = "a vip_num is outside the rings";
-    }
     if (error) {
         PyErr_SetString(PyExc_ValueError, error);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        if (v6)
-            scan_v6(&sc, b_table.buf, (size_t)b_table.len / set_size);
-        else
-            scan_v4(&sc, b_table.buf, (size_t)b_table.len / set_size);
-        if (!sc.no_memory)
-            settled = settle_rings(&sc, b_left.buf);
-        Py_END_ALLOW_THREADS
-        free(sc.held);
-        if (sc.no_memory)
-            PyErr_NoMemory();
+        goto done;
     }
+    Py_BEGIN_ALLOW_THREADS
+    if (v6)
+        scan_v6(&sc, b_table.buf, (size_t)b_table.len / set_size);
+    else
+        scan_v4(&sc, b_table.buf, (size_t)b_table.len / set_size);
+    if (!sc.no_memory)
+        qsort(sc.held, sc.held_n, sizeof(*sc.held), cmp_u64);
+    Py_END_ALLOW_THREADS
+    if (sc.no_memory)
+        PyErr_NoMemory();
+    else
+        result = PyBytes_FromStringAndSize((const char *)sc.held,
+                                           (Py_ssize_t)(sc.held_n * sizeof(*sc.held)));
 done:
-    PyBuffer_Release(&b_left);
+    free(sc.held);
     PyBuffer_Release(&b_slots);
     PyBuffer_Release(&b_vips);
     PyBuffer_Release(&b_keys);
     PyBuffer_Release(&b_table);
+    return result;
+}
+
+static PyObject *ringio_settle(PyObject *self, PyObject *args)
+{
+    PyObject *o_held, *o_vips, *o_slots, *o_left;
+    Py_buffer b_held = {0}, b_vips = {0}, b_slots = {0}, b_left = {0};
+    Py_ssize_t stride, ring_size;
+    size_t n, settled = 0;
+    const char *error;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOnnO:settle", &o_held, &o_vips, &o_slots, &stride,
+                          &ring_size, &o_left))
+        return NULL;
+    if (PyObject_GetBuffer(o_held, &b_held, PyBUF_SIMPLE) < 0 ||
+        get_view(o_vips, &b_vips, 0, 4, "I", "vips") < 0 ||
+        get_view(o_slots, &b_slots, 1, 2, "H", "slots") < 0 ||
+        get_view(o_left, &b_left, 1, 4, "I", "left") < 0)
+        goto done;
+    n = (size_t)b_left.shape[0];
+    error = check_rows(b_vips.buf, n, (size_t)b_vips.shape[0], b_slots.shape[0], stride,
+                       ring_size);
+    if (!error && b_held.len % sizeof(uint64_t))
+        error = "held is not a whole number of u64";
+    for (size_t i = 1; !error && i < (size_t)b_held.len / sizeof(uint64_t); i++)
+        if (((const uint64_t *)b_held.buf)[i - 1] > ((const uint64_t *)b_held.buf)[i])
+            error = "held must be sorted";
+    if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    settled = settle_rings(b_vips.buf, n, b_held.buf, (size_t)b_held.len / sizeof(uint64_t),
+                           b_slots.buf, (size_t)stride, (uint32_t)ring_size, b_left.buf);
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&b_left);
+    PyBuffer_Release(&b_slots);
+    PyBuffer_Release(&b_vips);
+    PyBuffer_Release(&b_held);
     if (PyErr_Occurred())
         return NULL;
     return PyLong_FromSize_t(settled);
@@ -379,10 +435,14 @@ static PyMethodDef ringio_methods[] = {
      "apply(ring, ids, dest) -> slots written\n\n"
      "Make dest[s] == ids[ring[s]] for every slot, storing only the slots that differ\n"
      "(as plain indexes: unsettled)."},
+    {"scan", ringio_scan, METH_VARARGS,
+     "scan(table, v6, keys, vips, slots, stride, ring_size, limit) -> held\n\n"
+     "Count the connection table's TCP ways of the VIPs to settle; the slots they hold, as\n"
+     "sorted u64 (row << 32 | slot) bytes."},
     {"settle", ringio_settle, METH_VARARGS,
-     "settle(table, v6, keys, vips, slots, stride, ring_size, limit, left) -> slots settled\n\n"
-     "Settle every unsettled slot of the VIPs to settle that no connection-table way idle\n"
-     "fewer than `limit` settles names another backend for; left[i]: slots VIP i keeps."},
+     "settle(held, vips, slots, stride, ring_size, left) -> slots settled\n\n"
+     "Settle every unsettled slot of the VIPs to settle that `held` does not name;\n"
+     "left[row]: the slots each keeps."},
     {NULL, NULL, 0, NULL},
 };
 

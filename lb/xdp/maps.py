@@ -20,7 +20,7 @@ import mmap
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from lb.xdp import _ringio, mapelem
@@ -107,6 +107,23 @@ class SettleVip:
     vip_num: int
     flags: int
     settle: bool
+
+
+@dataclass(frozen=True)
+class SettleScan:
+    """What Dataplane.scan found, per family (False: IPv4): the TCP VIPs in scan order (the
+    rows of the held list) and the held slots, sorted u64 (row << 32 | slot) bytes."""
+
+    families: dict[bool, tuple[list[SettleVip], bytes]]
+
+
+def _settle_rows(members: Sequence[SettleVip], chosen: Sequence[bool] | None = None
+                 ) -> array.array:
+    """The `vips` argument of _ringio.scan/settle: vip_num, flags, settle-now per VIP."""
+    rows = array.array("I")
+    for i, v in enumerate(members):
+        rows.extend((v.vip_num, v.flags, int(v.settle if chosen is None else chosen[i])))
+    return rows
 
 
 def _words_array(addr: Address) -> ctypes.Array:
@@ -356,32 +373,62 @@ class Dataplane:
         top[:] = before.translate(_WITHOUT_SETTLED)
         return len(before) - len(before.translate(None, _SETTLED_TOPS))
 
-    def settle(self, vips: Sequence[SettleVip], limit: int) -> tuple[int, dict[int, int]]:
-        """Settle the unsettled slots of the VIPs marked `settle` that no flow in the
-        connection table holds: a flow holds its slot if it names another backend and has
-        been idle for fewer than `limit` settles (each settle counts such a flow's
-        idle_settles up; its next packet zeroes it). lb/xdp/_ringio.c does the work, one
-        scan of each family's table. Returns the slots settled, and per vip_num settled the
-        slots it keeps unsettled. Serialise with write_ring: both store into the same slots."""
+    def scan(self, vips: Sequence[SettleVip], limit: int) -> SettleScan:
+        """The first half of a settle: which slots of the VIPs marked `settle` flows in the
+        connection table hold. A flow holds its slot if it names another backend and has
+        been idle for fewer than `limit` settles (this counts such a flow's idle_settles up;
+        its next packet zeroes it). lb/xdp/_ringio.c does it, one pass over each family's
+        table. It only reads the rings, so it needs no lock against ring writes: the second
+        half (settle_scanned) settles only VIPs whose rings did not change since."""
         if not 0 <= limit <= 0xFFFF:
             raise ValueError(f"limit must be 0..65535, got {limit}")
-        settled, left = 0, {}
         stride = self.sizes.ring_cells * self.sizes.ring_cell_slots
+        families = {}
         for v6 in (False, True):
             family = sorted((bytes(_vip_key(v.key)), v) for v in vips
                             if v.key.is_v6 == v6 and v.key.proto == socket.IPPROTO_TCP)
             if not any(v.settle for _, v in family):
                 continue
-            rows = array.array("I")
-            for _, v in family:
-                rows.extend((v.vip_num, v.flags, int(v.settle)))
-            kept = array.array("I", bytes(4 * len(family)))
-            settled += _ringio.settle(self._ct_view[v6], v6, b"".join(k for k, _ in family),
-                                      rows, self._slots, stride, self.sizes.ring_size, limit,
-                                      kept)
-            left.update((v.vip_num, n) for (_, v), n in zip(family, kept, strict=True)
-                        if v.settle)
+            members = [v for _, v in family]
+            held = _ringio.scan(self._ct_view[v6], v6, b"".join(k for k, _ in family),
+                                _settle_rows(members), self._slots, stride,
+                                self.sizes.ring_size, limit)
+            families[v6] = (members, held)
+        return SettleScan(families)
+
+    def settle_scanned(self, scan: SettleScan,
+                       still: Callable[[SettleVip], bool] = lambda v: True
+                       ) -> tuple[int, dict[int, int]]:
+        """The second half of a settle: settle every unsettled slot of the scanned VIPs to
+        settle (for which `still` says their ring has not changed since the scan) that no
+        flow holds. Returns the slots settled, and per vip_num settled the slots it keeps
+        unsettled. Serialise with write_ring: both store into the same slots."""
+        stride = self.sizes.ring_cells * self.sizes.ring_cell_slots
+        settled, left = 0, {}
+        for members, held in scan.families.values():
+            chosen = [v.settle and still(v) for v in members]
+            kept = array.array("I", bytes(4 * len(members)))
+            settled += _ringio.settle(held, _settle_rows(members, chosen), self._slots, stride,
+                                      self.sizes.ring_size, kept)
+            left.update((v.vip_num, n) for v, n, c in zip(members, kept, chosen, strict=True)
+                        if c)
         return settled, left
+
+    def settle(self, vips: Sequence[SettleVip], limit: int) -> tuple[int, dict[int, int]]:
+        """scan, then settle_scanned, in one go (the caller holds off ring writes for both)."""
+        return self.settle_scanned(self.scan(vips, limit))
+
+    def reset_idle_settles(self) -> None:
+        """Zero every connection-table way's idle_settles (the counts are in units of the
+        settle interval of whoever counted them: a restart may change it)."""
+        for v6, (_, set_type, entry_type, _) in _CT.items():
+            size, way_size = ctypes.sizeof(set_type), ctypes.sizeof(entry_type)
+            at = entry_type.state.offset + CtState.idle_settles.offset
+            with self._ct_view[v6].cast("H") as u16:
+                for way in range(CT_WAYS):
+                    field = u16[(way * way_size + at) // 2::size // 2]
+                    field[:] = array.array("H", bytes(2 * len(field)))
+                    field.release()
 
     def write_ring(self, vip_num: int, ring: Sequence[int],
                    ids: array.array | None = None) -> int:

@@ -32,7 +32,8 @@ def test_a_live_connection_keeps_its_backend_on_a_settled_ring(api, daemon: LabD
     by_name = {b.name: b for b in lab.backends}
     before = settled_total(api)
     vip_id = create_vip(api, vip, 80, "tcp", backends={b.v4: 1 for b in lab.backends})
-    # The grace after a change (1 s) and then the next settle settle the whole new ring.
+    # The grace after a change (1 s) and then the next settle settle the whole new ring (the
+    # `api` fixture emptied the configuration: no other VIP has slots to settle).
     assert wait_until(lambda: settled_total(api) >= before + RING_SIZE, timeout=10), \
         "the new VIP's ring was not settled"
 

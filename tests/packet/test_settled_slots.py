@@ -21,6 +21,7 @@ from lb.control.service import Balancer
 from lb.xdp.consts import CT_SAMPLE_MASK, VipFlag
 from lb.xdp.flowhash import flow_hash
 from lb.xdp.maps import SettleVip
+from lb.xdp.structs import CtEntryV4
 
 pytestmark = pytest.mark.root
 
@@ -64,7 +65,10 @@ def test_rings_start_unsettled_and_settle_only_for_tcp(rig) -> None:
             assert rig.dp.unsettled_slots(rig.vip_num(name)) == [], name
         for name in ("v4udp", "v6udp", "v4noct"):  # UDP VIPs are never settled
             assert len(rig.dp.unsettled_slots(rig.vip_num(name))) == SIZES.ring_size, name
-        assert settle(rig) == (0, 0), "a second settle found something to settle"
+        assert settle(rig) == (0, 0), "the balancer saw something left to settle"
+        tcp = [SettleVip(key, s.num, int(s.flags), settle=True)
+               for key, s in rig.balancer.vips.items()]
+        assert rig.dp.settle(tcp, LIMIT)[0] == 0, "a second scan settled something"
     finally:
         rig.balancer.unsettle()
 
@@ -263,3 +267,36 @@ def test_adopting_the_maps_unsettles_every_ring(rig, settled) -> None:
     Balancer.adopt(rig.dp)
     for name in tcp_vips:
         assert len(rig.dp.unsettled_slots(rig.vip_num(name))) == SIZES.ring_size, name
+
+
+def test_a_ring_written_between_scan_and_apply_is_left_unsettled(rig, settled) -> None:
+    """The daemon scans the table without the change lock: a VIP whose ring a change wrote
+    meanwhile is not settled from that scan (it compared flows with the old slots)."""
+    rig.balancer.unsettle()
+    num = rig.vip_num("v4tcp")
+    plan = rig.balancer.settle_plan(grace_s=0)
+    scan = rig.dp.scan(plan, LIMIT)
+    with without_backend(rig, "v4tcp", rig.dp.read_ring(num)[0]):
+        settled_now, held = rig.balancer.settle_apply(scan)
+        assert settled_now == 4 * SIZES.ring_size and held == 0  # the other 4 TCP VIPs
+        assert len(rig.dp.unsettled_slots(num)) == SIZES.ring_size
+        assert rig.dp.unsettled_slots(rig.vip_num("v6tcp")) == []
+
+
+def test_idle_counts_restart_from_zero_when_the_maps_are_adopted(rig, settled) -> None:
+    """idle_settles counts in units of one run's settle interval: a restart zeroes them."""
+    ack = bytes(eth() / v4() / tcp())
+    stranger = rig.balancer.backend_index(ip("10.1.0.5"))  # not in v4tcp's ring
+    rig.plant(rig.flow_of(ack), stranger)
+    rig.balancer.unsettle()
+    for _ in range(LIMIT):
+        assert settle(rig)[1] == 1
+
+    def counts() -> set[int]:
+        return {CtEntryV4.from_buffer_copy(raw).state.idle_settles
+                for _set, _cpu, _way, raw in rig.dp._ct_live(False, stranger)}
+
+    assert counts() == {LIMIT}
+    assert settle(rig) == (1, 0), "idle through LIMIT settles"
+    Balancer.adopt(rig.dp)
+    assert counts() == {0}

@@ -93,6 +93,9 @@ class RecordingDataplane:
         return 0
 
     # --- connection table -----------------------------------------------------------
+    def reset_idle_settles(self) -> None:
+        """Idle counts are not modelled here (settling is not): nothing to reset."""
+
     def purge_conn_entries(self, backend: int) -> int:
         stale = [k for k, v in self.conn.items() if v == backend]
         for k in stale:
