@@ -121,8 +121,6 @@ class Balancer:
         self._free_backend_slots = list(range(self.sizes.max_backends - 1, 0, -1))
         self._empty_ring = array.array("I", bytes(4 * self.sizes.ring_size))
         self._disabled: set[Address] = set()
-        # The last settle plan: vip_num -> (VIP, its changed_at then) (settle_plan/_apply).
-        self._planned: dict[int, tuple[VipKey, float]] = {}
         # Rings built ahead by _prebuild: VIP -> (the target's backends dict, its ring's future).
         self._prebuilt: dict[VipKey, tuple[dict[Address, int], Future[array.array]]] = {}
 
@@ -448,18 +446,15 @@ class Balancer:
                 if s.unsettled and now - s.changed_at >= grace_s}
         if not todo:
             return []
-        self._planned = {s.num: (key, s.changed_at) for key, s in self.vips.items()}
-        return [SettleVip(key, s.num, int(s.flags), s.num in todo)
+        return [SettleVip(key, s.num, int(s.flags), s.num in todo, s.changed_at)
                 for key, s in self.vips.items()]
 
     def settle_apply(self, scan: SettleScan) -> tuple[int, int]:
         """Settle what `scan` (Dataplane.scan of settle_plan's VIPs) found free, in the
         VIPs whose ring no write changed since the plan. Returns (slots settled, held)."""
-        planned = self._planned
-
         def unchanged(v: SettleVip) -> bool:
             state = self.vips.get(v.key)
-            return state is not None and (v.key, state.changed_at) == planned.get(state.num)
+            return state is not None and (state.num, state.changed_at) == (v.vip_num, v.stamp)
 
         settled, left = self.dp.settle_scanned(scan, unchanged)
         for state in self.vips.values():

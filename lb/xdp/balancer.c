@@ -287,21 +287,22 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 	struct lb_config *cfg = lb_config.lookup(&zero);
 	struct backend *be;
 	void *set = NULL;
-	__u32 hash, set_num, idx, settled = 0;  /* settled: a sampled settled slot's backend */
+	__u32 ring_hash, set_hash, set_num, idx;
+	__u32 settled = 0;  /* a sampled packet's settled slot: its backend */
 	int way = -1;
 
 	if (!cfg)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);
 	if (vip->flags & F_VIP_NO_CONN_TABLE) {
-		hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+		ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	} else {
-		hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+		/* The set's hash is the full 5-tuple's; the ring's drops the source port for
+		 * F_VIP_HASH_NO_SRC_PORT VIPs. */
+		ring_hash = set_hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+		if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
+			ring_hash = v6 ? flow_hash_v6(flow, vip->flags) :
+					 flow_hash_v4(flow, vip->flags);
 		if (proto == IPPROTO_TCP && !p->is_syn) {
-			__u32 ring_hash = hash;
-
-			if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
-				ring_hash = v6 ? flow_hash_v6(flow, vip->flags) :
-						 flow_hash_v4(flow, vip->flags);
 			idx = ring_slot(vip->vip_num, ring_hash);
 			if (idx & LB_SLOT_SETTLED) {
 				idx &= LB_SLOT_BACKEND;
@@ -317,7 +318,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 					settled = idx;
 			}
 		}
-		set_num = bpf_get_smp_processor_id() * LB_CT_SETS + (hash & (LB_CT_SETS - 1));
+		set_num = bpf_get_smp_processor_id() * LB_CT_SETS + (set_hash & (LB_CT_SETS - 1));
 		set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
 		if (!set)
 			return count_drop(cnt, CNT_DROP_NO_BACKEND);
@@ -335,10 +336,8 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 				return forward(ctx, p, vip, st->backend, be, cfg, cnt);
 			}
 		}
-		if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
-			hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
 	}
-	idx = ring_slot(vip->vip_num, hash) & LB_SLOT_BACKEND;
+	idx = ring_slot(vip->vip_num, ring_hash) & LB_SLOT_BACKEND;
 	be = usable_backend(idx);
 	if (!be)
 		return count_drop(cnt, CNT_DROP_NO_BACKEND);

@@ -3,8 +3,8 @@
 This layer knows the maps' shapes, not policy: it never decides which VIP number
 or backend index to use (the control plane does). Rings are read and written
 through an mmap of the `rings` array, so a ring update writes only the slots that
-change (marking them unsettled), with no system call per slot; settling clears
-those marks where no live flow needs the connection table. The VIP index (a
+change (as plain indexes: unsettled), with no system call per slot; settling marks
+the slots where no live flow needs the connection table. The VIP index (a
 direct-mapped cache of the VIP hash maps) is kept consistent here, on every VIP
 write. The connection tables (arrays of 2-way sets, one slice per CPU) are mmapped
 too: reading, purging, clearing and settling against them is memory access, not
@@ -107,6 +107,7 @@ class SettleVip:
     vip_num: int
     flags: int
     settle: bool
+    stamp: float = 0.0  # the caller's version of the ring (Balancer: changed_at), for `still`
 
 
 @dataclass(frozen=True)
