@@ -11,7 +11,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 demo: install
-	$(PY) -m lb.demo
+	$(PY) -m lb.lab.demo
 
 bench: install
 	$(PY) -m bench.dataplane
@@ -21,6 +21,7 @@ bench-control: install
 
 lint: install
 	$(PY) -m ruff check lb api bench tests
+	.venv/bin/lint-imports
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -2,7 +2,7 @@
 
 Four figures, each next to its target:
 
-  * change latency: a real `lb run` daemon (lb.labdaemon.LabDaemon on a VethLab) holds a VIP
+  * change latency: a real `lb run` daemon (lb.lab.daemon.LabDaemon on a VethLab) holds a VIP
     with 100 backends; one backend is taken out (DELETE) and put back (POST) over REST, many
     times. Each change is timed from just before the HTTP request until the VIP's ring in the
     kernel reflects it. The daemon answers only after it wrote the ring (the controller
@@ -491,8 +491,8 @@ def api_client(url: str) -> httpx.Client:
 
 def run_live(opts: Options) -> dict:
     """The daemon figures: a VethLab, `lb run` on it, its rings read through its pins."""
-    from lb.lab import VethLab, remove_leftovers
-    from lb.labdaemon import LabDaemon, remove_leftover_pins
+    from lb.lab.daemon import LabDaemon, remove_leftover_pins
+    from lb.lab.veth import VethLab, remove_leftovers
 
     remove_leftovers(LAB_PREFIX)
     remove_leftover_pins()

@@ -1,7 +1,7 @@
 """The health-check benchmark: what 1000 backends checked every second cost the daemon, and how
 evenly and punctually their checks start.
 
-A real `lb run` daemon (lb.labdaemon.LabDaemon on a VethLab) is configured by PUT /config with
+A real `lb run` daemon (lb.lab.daemon.LabDaemon on a VethLab) is configured by PUT /config with
 VIPs whose backends make `--probes` distinct (address, port) TCP probes, each checked every
 `--interval` s. The listeners are real: one socket per probe in the lab's backend namespace
 (backend addresses on its lo, routed to it by the lab's router), accepted and closed by a
@@ -172,8 +172,8 @@ def spread(schedule: list[dict], interval: float, window: float) -> dict:
 
 
 def run(opts: Options) -> dict:
-    from lb.lab import VethLab, remove_leftovers
-    from lb.labdaemon import LabDaemon, remove_leftover_pins
+    from lb.lab.daemon import LabDaemon, remove_leftover_pins
+    from lb.lab.veth import VethLab, remove_leftovers
 
     vips = math.ceil(opts.probes / BACKENDS_PER_VIP)
     per_vip = math.ceil(opts.probes / vips)

@@ -2,7 +2,7 @@
  * arrive on an interface and drops them.
  *
  * It runs on the veth peer of the balancer's interface. XDP_TX on a veth is
- * delivered only when the peer has an XDP program (PLATFORM.md), and dropping
+ * delivered only when the peer has an XDP program (docs/development.md, "Platform facts"), and dropping
  * here costs the least a receiver can cost: no skb, no stack.
  *
  * Frames are counted per CPU in three slots: all of them, those carrying an

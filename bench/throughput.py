@@ -12,8 +12,8 @@ Veth mode (default) builds two namespaces joined by one veth pair::
 The generator's frames go to a VIP from `flows` sources (addresses and ports). The balancer
 encapsulates each one and sends it back out lb0 with XDP_TX (one-arm, next hop = gen0); the
 floor sends it back unchanged. XDP_TX on a veth arrives only when the peer has an XDP program
-(PLATFORM.md): gen0's is the sink, which counts. Forwarded pps is read at the receiving end
-(the sink's counters) and from the balancer's own `tx` counter.
+(docs/development.md, "Platform facts"): gen0's is the sink, which counts. Forwarded pps is read
+at the receiving end (the sink's counters) and from the balancer's own `tx` counter.
 
 CPUs: a veth runs the receiver's XDP in the NAPI poll scheduled on the CPU that transmitted
 the frame, so each generator CPU also runs the balancer (and the sink) for what it sends.
@@ -57,7 +57,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 SINK_FILE = BENCH_DIR / "sink.c"
 DEFAULT_JSON = BENCH_DIR / "results" / "throughput.json"
 SCHEMA = "lb-bench-throughput/1"
-# Namespace prefix of the veth topology (lb.lab naming: <prefix><pid>-<seq>-<role>).
+# Namespace prefix of the veth topology (lb.lab.veth naming: <prefix><pid>-<seq>-<role>).
 NS_PREFIX = "lbtp"
 TARGET_RATIO = 0.75
 
@@ -295,7 +295,7 @@ class VethPair:
     """Namespaces gen and lb, one veth pair gen0 <-> lb0 with `queues` queues on each end.
 
     Context manager; on exit trafgen is stopped (by its pid), XDP detached, both namespaces
-    deleted (and with them the veths). Leftovers of dead runs: lb.lab.remove_leftovers.
+    deleted (and with them the veths). Leftovers of dead runs: lb.lab.veth.remove_leftovers.
     """
 
     _seq = 0
@@ -477,7 +477,7 @@ def summarize(windows: list[Window], sink: bool) -> dict:
 
 
 def run_veth(opts: Options) -> list[dict]:
-    from lb.lab import remove_leftovers
+    from lb.lab.veth import remove_leftovers
 
     remove_leftovers(NS_PREFIX)
     cpus = sorted(os.sched_getaffinity(0))

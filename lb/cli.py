@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValidationError as e:
             print(f"lb {args.command}: bad settings:\n{e}", file=sys.stderr)
             return EXIT_USAGE
-        from lb.control import daemon
+        from lb import daemon
         if args.command == "run":
             daemon.run(settings)
         else:

@@ -35,7 +35,7 @@ from lb.control.service import AlreadyExists, Balancer, InvalidInput, NotFound, 
 from lb.control.settings import settle_limit
 from lb.control.store import Store, Transaction
 from lb.xdp.consts import Counter
-from lb.xdp.maps import VipKey
+from lb.xdp.types import VipKey
 
 log = logging.getLogger("lb.controller")
 

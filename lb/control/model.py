@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from lb.xdp.consts import VipFlag
-from lb.xdp.maps import PROTOCOLS, VipKey
+from lb.xdp.types import PROTOCOLS, VipKey
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Protocol = Literal["tcp", "udp"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from lb.control.maglev import build_ring
 from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
-from lb.xdp.flowhash import Address
-from lb.xdp.maps import PROTOCOLS, Dataplane, SettleScan, SettleVip, VipKey
+from lb.xdp.maps import Dataplane, SettleScan, SettleVip
+from lb.xdp.types import PROTOCOLS, Address, VipKey
 
 # Seconds a VIP's ring must go unchanged before a settle may settle its slots: far longer
 # than any one packet takes to decide (a program run is microseconds).

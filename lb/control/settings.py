@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 from lb.xdp.config import RuntimeConfig, Sizes, _mac_bytes
-from lb.xdp.loader import XdpMode
+from lb.xdp.types import XdpMode
 
 DEFAULT_PORT = 8470
 CONFIG_ENV = "LB_CONFIG"

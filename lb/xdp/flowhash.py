@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipaddress
 
 from lb.xdp.consts import VipFlag
+from lb.xdp.types import Address
 
 HASH_SEED = 0x5EED1B01
 _M = 0xFFFFFFFF
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _rol(w: int, s: int) -> int:

@@ -11,7 +11,6 @@ mode in effect; an attached program keeps running after this process exits.
 from __future__ import annotations
 
 import ctypes
-import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pyroute2 import IPRoute
 
 from lb.xdp.config import Sizes, host_possible_cpus
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS, check_layouts
+from lb.xdp.types import XdpMode
 
 SOURCE_DIR = Path(__file__).resolve().parent
 PROGRAM_FILE = SOURCE_DIR / "balancer.c"
@@ -35,13 +35,6 @@ _XDP_FLAGS_SKB_MODE = 1 << 1
 _XDP_FLAGS_DRV_MODE = 1 << 2
 # IFLA_XDP_ATTACHED, as the kernel's number or as pyroute2 0.9's name for it.
 _ATTACHED = {1: "native", 2: "generic", "xdp": "native", "xdpgeneric": "generic"}
-
-
-class XdpMode(enum.StrEnum):
-    """How an XDP program runs on an interface: in the driver, or generic (after the skb)."""
-
-    NATIVE = "native"
-    GENERIC = "generic"
 
 
 class LoadError(RuntimeError):

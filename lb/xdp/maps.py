@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lb.xdp import _ringio, mapelem
 from lb.xdp.consts import (
@@ -32,8 +33,7 @@ from lb.xdp.consts import (
     BackendFlag,
     Counter,
 )
-from lb.xdp.flowhash import Address, conn_table_set, filter_slot, vip_index_slot, words
-from lb.xdp.loader import Program
+from lb.xdp.flowhash import conn_table_set, filter_slot, vip_index_slot, words
 from lb.xdp.structs import (
     Backend,
     BenchState,
@@ -51,8 +51,11 @@ from lb.xdp.structs import (
     VipSlotV4,
     VipSlotV6,
 )
+from lb.xdp.types import Address, Flow, VipKey
 
-PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+if TYPE_CHECKING:
+    from lb.xdp.loader import Program
+
 _U32 = ctypes.c_uint32
 _BYTES_PER_SLOT = 2
 # CLOCK_MONOTONIC_COARSE (Linux): the clock of bpf_ktime_get_coarse_ns().
@@ -65,30 +68,6 @@ _WITHOUT_SETTLED = bytes(b & ~(SLOT_SETTLED >> 8) for b in range(256))
 _SETTLED_TOPS = bytes(range(SLOT_SETTLED >> 8, 256))
 # Per family: the connection-table map, its set mirror, and its flow mirror.
 _CT = {False: ("ct_v4", CtSetV4, CtEntryV4, FlowV4), True: ("ct_v6", CtSetV6, CtEntryV6, FlowV6)}
-
-
-@dataclass(frozen=True)
-class VipKey:
-    """A VIP as the data plane keys it: address, port (0 = all ports), IP protocol number."""
-
-    address: Address
-    port: int
-    proto: int
-
-    @property
-    def is_v6(self) -> bool:
-        return self.address.version == 6
-
-
-@dataclass(frozen=True)
-class Flow:
-    """A connection-table key read back from the kernel."""
-
-    src: Address
-    dst: Address
-    sport: int
-    dport: int
-    proto: int
 
 
 def ct_clock() -> int:

@@ -20,11 +20,11 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
 from lb.control.maglev import build_ring
-from lb.lab import VethLab, settle, wait_until
+from lb.lab.veth import VethLab, settle, wait_until
 from lb.xdp.config import Sizes
 from lb.xdp.consts import VipFlag
 from lb.xdp.flowhash import flow_hash
-from lb.xdp.maps import PROTOCOLS
+from lb.xdp.types import PROTOCOLS
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

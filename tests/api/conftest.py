@@ -13,8 +13,8 @@ import httpx
 import pytest
 from api_helpers import SETTLE_INTERVAL_S, TCP_IDLE_TIMEOUT_S
 
-from lb.lab import VethLab
-from lb.labdaemon import LabDaemon, checked_daemon, fresh_lab
+from lb.lab.daemon import LabDaemon, checked_daemon, fresh_lab
+from lb.lab.veth import VethLab
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lba"

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from api_helpers import check
 
-from lb.lab import VethLab
-from lb.labdaemon import DaemonError, LabDaemon
+from lb.lab.daemon import DaemonError, LabDaemon
+from lb.lab.veth import VethLab
 from lb.netns import in_netns
 from lb.xdp import loader
 

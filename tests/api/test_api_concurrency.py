@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from api_helpers import check, create_vip, predict, route_flows
 
-from lb.lab import VethLab
-from lb.labdaemon import LabDaemon
+from lb.lab.daemon import LabDaemon
+from lb.lab.veth import VethLab
 
 THREADS = 16
 

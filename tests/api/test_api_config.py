@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from api_helpers import check, error_fields, essence, predict, route_flows, vip_doc
 
-from lb.lab import VethLab
+from lb.lab.veth import VethLab
 
 MAX_VIPS, MAX_BACKENDS = 16, 63
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from api_helpers import check, create_vip, predict, route_flows
 
-from lb.lab import VethLab
+from lb.lab.veth import VethLab
 
 FLOWS = 150
 

@@ -22,8 +22,8 @@ from api_helpers import (
 )
 from scapy.layers.inet import UDP
 
-from lb.lab import DecapSlot, VethLab, settle, wait_until
-from lb.labdaemon import LabDaemon
+from lb.lab.daemon import LabDaemon
+from lb.lab.veth import DecapSlot, VethLab, settle, wait_until
 
 UNCHANGED = {"vips_added": 0, "vips_removed": 0, "vips_changed": 0, "ring_slots_written": 0}
 

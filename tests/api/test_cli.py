@@ -24,8 +24,8 @@ import pytest
 from lb import client_cli
 from lb.cli import main
 from lb.control.model import ConfigDocument
-from lb.lab import VethLab, remove_leftovers
-from lb.labdaemon import LabDaemon, free_port
+from lb.lab.daemon import LabDaemon, free_port
+from lb.lab.veth import VethLab, remove_leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cli-test-token"

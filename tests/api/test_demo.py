@@ -8,14 +8,14 @@ from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
 
-from lb.labdaemon import PIN_PREFIX
+from lb.lab.daemon import PIN_PREFIX
 from lb.xdp.loader import BPFFS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
-    demo = subprocess.Popen([sys.executable, "-m", "lb.demo", "--requests", "60",
+    demo = subprocess.Popen([sys.executable, "-m", "lb.lab.demo", "--requests", "60",
                              "--prefix", "lbdt"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lb.lab import VethLab, kernel_xdp_mode
-from lb.labdaemon import LabDaemon
+from lb.lab.daemon import LabDaemon
+from lb.lab.veth import VethLab, kernel_xdp_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from health_helpers import Servers
 
-from lb.lab import VethLab
-from lb.labdaemon import LabDaemon, checked_daemon, fresh_lab
+from lb.lab.daemon import LabDaemon, checked_daemon, fresh_lab
+from lb.lab.veth import VethLab
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbh"

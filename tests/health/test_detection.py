@@ -2,7 +2,7 @@
 comes back within rise x interval; HTTP checks judge the status; a flapping backend changes
 the ring no more often than rise and fall allow; a hanging backend delays nobody else.
 
-Servers are real (lb.lab.BackendHTTPServer in the backend namespaces), checks are the daemon's
+Servers are real (lb.lab.veth.BackendHTTPServer in the backend namespaces), checks are the daemon's
 own, and every verdict is checked against traffic from the lab's client through the VIP.
 """
 
@@ -32,8 +32,8 @@ from health_helpers import (
     wait_states,
 )
 
-from lb.lab import VethLab
-from lb.labdaemon import LabDaemon
+from lb.lab.daemon import LabDaemon
+from lb.lab.veth import VethLab
 
 
 def test_stopped_server_leaves_the_ring_in_time_and_comes_back(

@@ -26,7 +26,7 @@ from health_helpers import (
     wait_states,
 )
 
-from lb.lab import VethLab, settle
+from lb.lab.veth import VethLab, settle
 from lb.netns import in_netns
 
 

@@ -24,8 +24,8 @@ from health_helpers import (
     wait_states,
 )
 
-from lb.lab import VethLab, settle
-from lb.labdaemon import LabDaemon
+from lb.lab.daemon import LabDaemon
+from lb.lab.veth import VethLab, settle
 
 # The slow-start ramp is re-applied by the daemon every 0.5 s (Controller._tick).
 RAMP_TICK = 0.5

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lb.control.service import Balancer, VipState, vip_key
-from lb.lab import VethLab, kernel_xdp_mode
-from lb.labdaemon import fresh_lab
+from lb.lab.daemon import fresh_lab
+from lb.lab.veth import VethLab, kernel_xdp_mode
 from lb.xdp import loader
 from lb.xdp.config import Sizes
-from lb.xdp.loader import XdpMode
-from lb.xdp.maps import Dataplane, VipKey
+from lb.xdp.maps import Dataplane
+from lb.xdp.types import VipKey, XdpMode
 
 # Namespace prefix of every lab these tests build (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbt"

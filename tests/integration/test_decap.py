@@ -1,4 +1,4 @@
-"""The backends' xdp_decap (lb/xdp/decap.c), frame by frame through BPF_PROG_TEST_RUN: what a
+"""The backends' xdp_decap (lb/lab/decap.c), frame by frame through BPF_PROG_TEST_RUN: what a
 backend's kernel receives after it, for each kind of frame that can arrive."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import hexdump
 
-from lb.lab import DECAP_SOURCE, DecapSlot
+from lb.lab.veth import DECAP_SOURCE, DecapSlot
 from lb.xdp import loader
 from lb.xdp.consts import XDP_DROP, XDP_PASS
 from lb.xdp.testrun import test_run

@@ -14,7 +14,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import hexdump
 
-from lb.lab import DecapSlot, VethLab, settle, wait_until
+from lb.lab.veth import DecapSlot, VethLab, settle, wait_until
 from lb.xdp.flowhash import outer_source
 from lb.xdp.maps import Dataplane
 

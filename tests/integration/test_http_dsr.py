@@ -8,7 +8,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 
 from lb.control.service import Balancer
-from lb.lab import VethLab, settle
+from lb.lab.veth import VethLab, settle
 from lb.xdp.maps import Dataplane
 
 

@@ -13,7 +13,7 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
-from lb.lab import (
+from lb.lab.veth import (
     DECAP_SOURCE,
     DecapSlot,
     LabError,
@@ -24,7 +24,7 @@ from lb.lab import (
     wait_until,
 )
 from lb.xdp import loader
-from lb.xdp.loader import XdpMode
+from lb.xdp.types import XdpMode
 
 PREFIX = "lbt"
 _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)

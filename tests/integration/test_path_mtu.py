@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lb.lab import VethLab
+from lb.lab.veth import VethLab
 from lb.xdp.maps import Dataplane
 
 # The balancer's MTU toward the backends in this test: the client's 1500-byte packets plus a

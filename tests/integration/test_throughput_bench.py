@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.throughput import NS_PREFIX, VethPair
-from lb.lab import remove_leftovers
+from lb.lab.veth import remove_leftovers
 
 pytestmark = pytest.mark.root
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["--duration", "1", "--rounds", "1", "--warmup", "0.5", "--flows", "64"]
 
 # What a real NIC's receive side does with a frame (delivers it to the stack): a veth only
-# delivers XDP_TX frames to a peer that has an XDP program (PLATFORM.md).
+# delivers XDP_TX frames to a peer that has an XDP program (docs/development.md, "Platform facts").
 PASS_PROGRAM = b"int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
 
 

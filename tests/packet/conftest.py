@@ -200,7 +200,7 @@ class Rig:
 
     def plant(self, flow: Flow, index: int) -> None:
         """Write a connection-table entry sending `flow` to backend slot `index`."""
-        from lb.xdp.maps import Flow as MapFlow
+        from lb.xdp.types import Flow as MapFlow
 
         self.dp.set_conn_entry(MapFlow(flow.src, flow.dst, flow.sport, flow.dport, flow.proto),
                                index)

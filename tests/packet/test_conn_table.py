@@ -22,7 +22,7 @@ from test_packet_flows import forwarded, send, without_backend
 
 from lb.control.service import vip_key
 from lb.xdp.flowhash import conn_table_set, filter_slot, vip_index_slot, words
-from lb.xdp.maps import VipKey
+from lb.xdp.types import VipKey
 
 pytestmark = pytest.mark.root
 

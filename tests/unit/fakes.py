@@ -9,8 +9,7 @@ from __future__ import annotations
 import copy
 
 from lb.xdp.config import Sizes
-from lb.xdp.flowhash import Address
-from lb.xdp.maps import VipKey
+from lb.xdp.types import Address, VipKey
 
 
 class RecordingDataplane:

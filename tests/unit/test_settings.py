@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from lb.control.settings import CONFIG_ENV, DEFAULT_PORT, Settings, load_settings
 from lb.xdp.config import Sizes
-from lb.xdp.loader import XdpMode
+from lb.xdp.types import XdpMode
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@
 #   --decap ipip   the kernel's tunnel drivers: ipip (IPv4 outer header) and ip6_tunnel (IPv6
 #                  outer header); their fallback devices tunl0 / ip6tnl0 take IP-in-IP packets
 #                  addressed to any local address. `none` when something else decapsulates (the
-#                  veth lab's XDP program lb/xdp/decap.c, on kernels without the modules).
+#                  veth lab's XDP program lb/lab/decap.c, on kernels without the modules).
 #   --netns NAME   configure namespace NAME instead of the host (LB_NETNS); DRY_RUN=1 prints.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

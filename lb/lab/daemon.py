@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pyroute2 import netns as pyroute2_netns
 
-from lb.lab import FABRIC_MTU, LabError, VethLab, remove_leftovers
+from lb.lab.veth import FABRIC_MTU, LabError, VethLab, remove_leftovers
 from lb.xdp.loader import BPFFS
 
 # prctl(PR_SET_PDEATHSIG): the daemon gets SIGKILL if the process that started it dies.

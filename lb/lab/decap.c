@@ -47,7 +47,7 @@
 #define DECAP_PASS 4
 /* Counter slot: outer header announces an inner packet that is missing or of the other family. */
 #define DECAP_DROP_MALFORMED 5
-/* Number of counter slots (lb.lab.DecapSlot mirrors them; a test keeps both equal). */
+/* Number of counter slots (lb.lab.veth.DecapSlot mirrors them; a test keeps both equal). */
 #define DECAP_SLOTS 6
 /* Receiving interfaces counted: far more than the backends of any lab. */
 #define DECAP_MAX_INTERFACES 1024

@@ -1,6 +1,6 @@
 """The demo: a VIP before weighted backends in a veth lab, configured over REST, driven by HTTP.
 
-Lifecycle, one printed section each: build the lab (lb.lab), start the daemon (`lb run`, a real
+Lifecycle, one printed section each: build the lab (lb.lab.veth), start the daemon (`lb run`, a real
 process serving the REST API, its data plane attached in the lab's balancer namespace),
 configure the VIP and its backends with REST calls, send requests (each a new TCP connection
 from the client's namespace), take out the backend serving a long-lived connection with a REST
@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from lb.lab import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, remove_leftovers, settle
-from lb.labdaemon import LabDaemon, remove_leftover_pins
+from lb.lab.daemon import LabDaemon, remove_leftover_pins
+from lb.lab.veth import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, remove_leftovers, settle
 from lb.table import table
 from lb.xdp import loader
 from lb.xdp.config import Sizes
@@ -37,12 +37,12 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 EPILOG = """\
 examples:
-  python -m lb.demo                          3 backends, weights 1,2,3, 300 requests per round
-  python -m lb.demo --weights 1,1,1          equal weights
-  python -m lb.demo --weights 1,1,1,1,1 --requests 1000
-  python -m lb.demo --vip fd00:100::1        the same over IPv6
-  python -m lb.demo --rx-queues 4            balancer veth with 4 RX queues
-  python -m lb.demo --print-cflags           the compiler flags the balancer is loaded with
+  python -m lb.lab.demo                          3 backends, weights 1,2,3, 300 requests per round
+  python -m lb.lab.demo --weights 1,1,1          equal weights
+  python -m lb.lab.demo --weights 1,1,1,1,1 --requests 1000
+  python -m lb.lab.demo --vip fd00:100::1        the same over IPv6
+  python -m lb.lab.demo --rx-queues 4            balancer veth with 4 RX queues
+  python -m lb.lab.demo --print-cflags           the compiler flags the balancer is loaded with
 
 needs root (bpf(), network namespaces); `make demo` runs it with the project's virtualenv.
 """
@@ -262,7 +262,7 @@ def demo_rounds(lab: VethLab, control: Control, vip: Address, cfg: DemoConfig) -
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DemoConfig, bool]:
     parser = argparse.ArgumentParser(
-        prog="python -m lb.demo", description=__doc__.splitlines()[0], epilog=EPILOG,
+        prog="python -m lb.lab.demo", description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = DemoConfig()
     parser.add_argument("--weights", default=",".join(map(str, defaults.weights)),
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(" ".join(loader.compile_flags(cfg.sizes())))
         return 0
     if os.geteuid() != 0:
-        print("lb.demo needs root (bpf(), network namespaces)", file=sys.stderr)
+        print("lb.lab.demo needs root (bpf(), network namespaces)", file=sys.stderr)
         return 2
     # SIGTERM unwinds like Ctrl-C: every `finally` runs, the lab is torn down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -33,8 +33,8 @@ from lb.control.service import Balancer
 from lb.control.settings import Settings
 from lb.control.store import Store
 from lb.xdp import loader
-from lb.xdp.loader import XdpMode
 from lb.xdp.maps import Dataplane
+from lb.xdp.types import XdpMode
 
 log = logging.getLogger("lb.daemon")
 

@@ -18,7 +18,7 @@ A packet's way: the client routes the VIP ranges (10.100.0.0/24, fd00:100::/64) 
 the router routes them to the balancer. The balancer's XDP program encapsulates (outer
 destination: the chosen backend's address) and sends the frame back out the same veth with
 XDP_TX, to the router's MAC (one-arm mode, Katran's model). The router routes the outer
-destination to that backend's link, where `xdp_decap` (lb/xdp/decap.c) strips the outer header
+destination to that backend's link, where `xdp_decap` (lb/lab/decap.c) strips the outer header
 and the kernel delivers the client's packet to the VIP on `lo`. Replies go from the backend to
 the router to the client and never cross the balancer (direct server return).
 
@@ -26,7 +26,7 @@ Point-to-point links instead of a shared bridge: every hop is a routed hop, so t
 next-hop MAC is simply the router's side of its veth, and each link can be watched on its own
 (the router's `be<i>` interface carries exactly what backend i receives, still encapsulated).
 
-Platform facts this relies on (docs: /work/shared/PLATFORM.md):
+Platform facts this relies on (docs/development.md, "Platform facts"):
 
 - XDP_TX on a veth is only delivered when the peer has an XDP program: the router's `lb` end
   carries `xdp_pass`.
@@ -83,11 +83,11 @@ from pyroute2 import netns as pyroute2_netns
 from lb.netns import NETNS_DIR, in_netns
 from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig
-from lb.xdp.loader import XdpMode
+from lb.xdp.types import XdpMode
 
 log = logging.getLogger(__name__)
 
-DECAP_SOURCE = loader.SOURCE_DIR / "decap.c"
+DECAP_SOURCE = Path(__file__).resolve().parent / "decap.c"
 
 # The client's link: what a client on the Internet sees.
 CLIENT_MTU = 1500
@@ -116,7 +116,7 @@ class LabError(RuntimeError):
 
 
 class DecapSlot(enum.IntEnum):
-    """DECAP_* counter slots of lb/xdp/decap.c (a test keeps them equal to the C defines)."""
+    """DECAP_* counter slots of lb/lab/decap.c (a test keeps them equal to the C defines)."""
 
     V4_IN_V4 = 0
     V6_IN_V4 = 1
