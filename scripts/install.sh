@@ -7,7 +7,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc linux-headers-amd64 iproute2 ethtool bpftool netsniff-ng shellcheck ruby)
+APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc linux-headers-amd64 iproute2 ethtool bpftool netsniff-ng shellcheck ruby etcd-server etcd-client)
 
 log() { printf 'install: %s\n' "$*"; }
 

@@ -1,0 +1,246 @@
+"""Desired state in etcd, for a fleet: every change one transaction, every host follows the prefix.
+
+Keys under the fleet's prefix P (values JSON)::
+
+    P/vips/<id>       a VIP: address, port, protocol, settings, backends (with positions)
+    P/meta/next_id    the next VIP id (ids are never reused)
+    P/meta/schema     the layout version (SCHEMA_VERSION)
+    P/meta/change     written by every change: its mod revision orders the fleet's changes
+
+A change is buffered by a `Transaction` and committed as ONE etcd transaction that compares
+`P/meta/change` with the revision this host last applied: two hosts' concurrent changes cannot
+interleave, and a host whose view is behind loses (`Conflict`, answered 409) instead of
+overwriting what it has not seen. Every host, the committing one included, learns committed
+state from its watch (`follow`). The last applied state is kept in a local copy, so a restart
+while etcd is unreachable reconciles to it (`load` falls back to it and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lb.control.etcd import Etcd, EtcdError, EtcdUnreachable, delete, mod_revision_is, put
+from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
+from lb.control.store import StoreError
+
+SCHEMA_VERSION = 1
+
+
+class Conflict(StoreError):
+    """Another host committed a change this host had not applied yet: retry after it has."""
+
+
+class Unavailable(StoreError):
+    """The store cannot take changes now (etcd unreachable); the kernel keeps its state."""
+
+
+def _vip_doc(spec: VipSpec) -> dict[str, Any]:
+    return {"address": str(spec.address), "port": spec.port, "protocol": spec.protocol,
+            "settings": spec.settings().model_dump(mode="json"), "backends": []}
+
+
+def _vip_from_doc(vip_id: int, doc: dict[str, Any]) -> Vip:
+    backends = [BackendSpec(address=b["address"], weight=b["weight"], drain=b["drain"])
+                for b in sorted(doc["backends"], key=lambda b: b["position"])]
+    return Vip(id=vip_id, address=doc["address"], port=doc["port"], protocol=doc["protocol"],
+               backends=backends, **VipSettings.model_validate(doc["settings"]).model_dump())
+
+
+class Transaction:
+    """Writes of one change, buffered over the store's applied documents until commit."""
+
+    def __init__(self, docs: dict[int, dict[str, Any]], next_id: int) -> None:
+        self.docs = {k: json.loads(json.dumps(v)) for k, v in docs.items()}
+        self.next_id = next_id
+        self.changed: set[int] = set()
+
+    def insert_vip(self, spec: VipSpec) -> int:
+        vip_id, self.next_id = self.next_id, self.next_id + 1
+        self.docs[vip_id] = _vip_doc(spec)
+        self.changed.add(vip_id)
+        return vip_id
+
+    def delete_vip(self, vip_id: int) -> None:
+        self.docs.pop(vip_id, None)
+        self.changed.add(vip_id)
+
+    def set_settings(self, vip_id: int, settings: VipSettings) -> None:
+        self.docs[vip_id]["settings"] = settings.model_dump(mode="json")
+        self.changed.add(vip_id)
+
+    def put_backend(self, vip_id: int, backend: BackendSpec, position: int) -> None:
+        rows = self.docs[vip_id]["backends"]
+        row = {"address": str(backend.address), "weight": backend.weight,
+               "drain": backend.drain, "position": position}
+        for r in rows:
+            if r["address"] == row["address"]:
+                r.update(weight=backend.weight, drain=backend.drain)
+                break
+        else:
+            rows.append(row)
+        self.changed.add(vip_id)
+
+    def delete_backend(self, vip_id: int, address: Address) -> None:
+        doc = self.docs[vip_id]
+        doc["backends"] = [r for r in doc["backends"] if r["address"] != str(address)]
+        self.changed.add(vip_id)
+
+
+class EtcdStore:
+    """The fleet's desired state under one etcd prefix, with a local copy of what was applied."""
+
+    def __init__(self, etcd: Etcd, prefix: bytes, local_copy: Path) -> None:
+        self.etcd = etcd
+        self.prefix = prefix
+        self.path = local_copy
+        self.revision = 0          # the etcd revision of the state last loaded or applied
+        self.from_local_copy = False
+        self._change_rev = 0       # mod revision of P/meta/change in that state
+        self._docs: dict[int, dict[str, Any]] = {}
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    # --- keys ----------------------------------------------------------------------------------
+    def _key(self, *parts: str) -> bytes:
+        return self.prefix + "/".join(parts).encode()
+
+    def _vip_id(self, key: bytes) -> int | None:
+        head = self._key("vips", "")
+        if key.startswith(head) and key[len(head):].isdigit():
+            return int(key[len(head):])
+        return None
+
+    # --- reading -------------------------------------------------------------------------------
+    def _absorb(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
+        vip_id = self._vip_id(key)
+        if vip_id is not None:
+            if value is None:
+                self._docs.pop(vip_id, None)
+            else:
+                self._docs[vip_id] = json.loads(value)
+        elif key == self._key("meta", "next_id") and value is not None:
+            self._next_id = int(value)
+        elif key == self._key("meta", "change"):
+            self._change_rev = mod_revision if value is not None else 0
+        elif key == self._key("meta", "schema") and value is not None \
+                and int(value) != SCHEMA_VERSION:
+            raise StoreError(f"etcd {self.prefix.decode()}: schema version {int(value)}, "
+                             f"this build reads {SCHEMA_VERSION}")
+
+    def _vips(self) -> dict[int, Vip]:
+        return {vip_id: _vip_from_doc(vip_id, doc) for vip_id, doc in sorted(self._docs.items())}
+
+    def load(self) -> dict[int, Vip]:
+        """Every VIP by id, as etcd holds it now; from the local copy if etcd is unreachable."""
+        with self._lock:
+            try:
+                revision, kvs = self.etcd.get_prefix(self.prefix)
+            except EtcdUnreachable:
+                return self._load_local_copy()
+            self._docs, self._next_id, self._change_rev = {}, 1, 0
+            for kv in kvs:
+                self._absorb(kv.key, kv.value, kv.mod_revision)
+            self.revision, self.from_local_copy = revision, False
+            vips = self._vips()
+            self._save_local_copy()
+            return vips
+
+    def _load_local_copy(self) -> dict[int, Vip]:
+        try:
+            saved = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            raise Unavailable(f"etcd unreachable and no local copy at {self.path}: "
+                              "start once with etcd reachable") from None
+        self._docs = {int(k): v for k, v in saved["vips"].items()}
+        self._next_id, self._change_rev = saved["next_id"], saved["change_revision"]
+        self.revision, self.from_local_copy = saved["revision"], True
+        return self._vips()
+
+    def _save_local_copy(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"revision": self.revision, "change_revision": self._change_rev,
+                                   "next_id": self._next_id,
+                                   "vips": {str(k): v for k, v in self._docs.items()}}))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def next_position(self) -> int:
+        """The position after every backend's (positions order a VIP's backends)."""
+        with self._lock:
+            positions = [b["position"] for d in self._docs.values() for b in d["backends"]]
+        return max(positions, default=0) + 1
+
+    # --- writing -------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Buffers the block's writes; at its end commits them in one etcd transaction, on the
+        condition that no other change was committed since the state this host applied."""
+        with self._lock:
+            if self.from_local_copy:
+                raise Unavailable("etcd was unreachable at start: changes wait until it answers")
+            tx = Transaction(self._docs, self._next_id)
+            base = self._change_rev
+        yield tx
+        ops = [put(self._key("vips", str(i)), json.dumps(tx.docs[i]).encode())
+               if i in tx.docs else delete(self._key("vips", str(i))) for i in sorted(tx.changed)]
+        ops += [put(self._key("meta", "next_id"), str(tx.next_id).encode()),
+                put(self._key("meta", "schema"), str(SCHEMA_VERSION).encode()),
+                put(self._key("meta", "change"), b"")]
+        # Held across the commit: the watch must not see this revision before it is recorded.
+        with self._lock:
+            try:
+                ok, revision = self.etcd.txn(
+                    [mod_revision_is(self._key("meta", "change"), base)], ops)
+            except EtcdUnreachable as e:
+                raise Unavailable(str(e)) from e
+            except EtcdError as e:
+                raise StoreError(str(e)) from e
+            if not ok:
+                raise Conflict(f"another host changed the desired state after revision "
+                               f"{self.revision}: retry once this host has applied it")
+            self._docs, self._next_id = tx.docs, tx.next_id
+            self._change_rev = self.revision = revision
+            self._save_local_copy()
+
+    def follow(self, apply: Callable[[int, dict[int, Vip]], None], stop: threading.Event,
+               on_error: Callable[[Exception], None] | None = None) -> None:
+        """Until `stop`: watch the prefix and call `apply(revision, vips)` for every committed
+        revision newer than the state held (changes of this host included: they arrive as
+        revisions already held and are skipped). Resumes after the last revision seen when
+        the stream breaks; reads the whole prefix again when that revision was compacted."""
+        while not stop.is_set():
+            try:
+                for batch in self.etcd.watch_prefix(self.prefix, self.revision + 1, stop):
+                    with self._lock:
+                        if batch.revision <= self.revision:
+                            continue
+                        for ev in batch.events:
+                            self._absorb(ev.kv.key, ev.kv.value if ev.kind == "put" else None,
+                                         ev.kv.mod_revision)
+                        self.revision = batch.revision
+                        vips = self._vips()
+                        self._save_local_copy()
+                    apply(batch.revision, vips)
+            except EtcdUnreachable as e:
+                if on_error:
+                    on_error(e)
+                stop.wait(1.0)
+            except EtcdError as e:
+                if on_error:
+                    on_error(e)
+                try:
+                    self.load()
+                except StoreError:
+                    pass
+                stop.wait(1.0)
+
+    def close(self) -> None:
+        self.etcd.close()

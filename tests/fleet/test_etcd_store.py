@@ -1,0 +1,131 @@
+"""Desired state in a real etcd: one transaction per change, conflicts between hosts, following
+the prefix, the local copy when etcd is unreachable, and a 3-member cluster losing a member."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from lb.control.etcd import Etcd
+from lb.control.etcd_store import Conflict, EtcdStore, Unavailable
+from lb.control.model import BackendSpec, VipSettings, VipSpec
+
+
+def _store(endpoints, prefix, tmp_path, name="a", timeout_s=2.0) -> EtcdStore:
+    return EtcdStore(Etcd(endpoints, timeout_s=timeout_s), prefix, tmp_path / f"{name}.json")
+
+
+def _add_vip(store: EtcdStore, address="10.100.0.1", backends=("10.1.0.2", "10.1.1.2")) -> int:
+    with store.transaction() as tx:
+        vip_id = tx.insert_vip(VipSpec(address=address, port=80))
+        for i, b in enumerate(backends):
+            tx.put_backend(vip_id, BackendSpec(address=b, weight=i + 1), store.next_position() + i)
+    return vip_id
+
+
+def test_a_committed_change_is_what_another_host_loads(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    a.load()
+    vip_id = _add_vip(a)
+    b = _store(etcd1.endpoints, prefix, tmp_path, "b")
+    vips = b.load()
+    assert list(vips) == [vip_id]
+    vip = vips[vip_id]
+    assert (str(vip.address), vip.port, vip.protocol) == ("10.100.0.1", 80, "tcp")
+    assert [(str(x.address), x.weight) for x in vip.backends] == [("10.1.0.2", 1), ("10.1.1.2", 2)]
+    assert b.revision == a.revision
+
+
+def test_ids_are_never_reused_across_hosts(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    a.load()
+    first = _add_vip(a)
+    with a.transaction() as tx:
+        tx.delete_vip(first)
+    b = _store(etcd1.endpoints, prefix, tmp_path, "b")
+    b.load()
+    assert _add_vip(b, "10.100.0.2") == first + 1
+
+
+def test_a_host_whose_view_is_behind_loses_and_writes_nothing(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    b = _store(etcd1.endpoints, prefix, tmp_path, "b")
+    a.load()
+    b.load()
+    vip_a = _add_vip(a, "10.100.0.1")
+    with pytest.raises(Conflict, match="another host"):
+        _add_vip(b, "10.100.0.2")  # b has not applied a's change
+    assert list(_store(etcd1.endpoints, prefix, tmp_path, "c").load()) == [vip_a]
+    b.load()  # caught up: the same change now commits
+    assert _add_vip(b, "10.100.0.2") == vip_a + 1
+
+
+def test_a_block_that_raises_commits_nothing(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path)
+    a.load()
+    with pytest.raises(RuntimeError), a.transaction() as tx:
+        tx.insert_vip(VipSpec(address="10.100.0.9", port=80))
+        raise RuntimeError("refused by the kernel")
+    assert a.load() == {}
+
+
+def test_follow_delivers_another_hosts_changes_and_skips_its_own(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    b = _store(etcd1.endpoints, prefix, tmp_path, "b")
+    a.load()
+    b.load()
+    applied: list[tuple[int, dict]] = []
+    got = threading.Event()
+    stop = threading.Event()
+
+    def apply(revision, vips):
+        applied.append((revision, vips))
+        got.set()
+
+    t = threading.Thread(target=b.follow, args=(apply, stop))
+    t.start()
+    try:
+        vip_id = _add_vip(a)
+        assert got.wait(10), "b never saw a's change"
+        revision, vips = applied[-1]
+        assert revision == a.revision and list(vips) == [vip_id]
+        assert b.revision == a.revision
+        # b's own change after it caught up commits, and is not applied a second time.
+        got.clear()
+        n = len(applied)
+        with b.transaction() as tx:
+            tx.set_settings(vip_id, VipSettings(flags=["hash_no_src_port"]))
+        assert not got.wait(1.0) and len(applied) == n
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_a_restart_while_etcd_is_unreachable_loads_the_local_copy_and_refuses_changes(
+        etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    a.load()
+    vip_id = _add_vip(a)
+    # The same host restarted with etcd unreachable: it reads the copy it kept.
+    again = EtcdStore(Etcd(["http://127.0.0.1:9"], timeout_s=0.5), prefix, a.path)
+    vips = again.load()
+    assert again.from_local_copy and list(vips) == [vip_id]
+    assert [str(b.address) for b in vips[vip_id].backends] == ["10.1.0.2", "10.1.1.2"]
+    with pytest.raises(Unavailable, match="unreachable"), again.transaction():
+        pass
+
+
+def test_no_local_copy_and_no_etcd_is_a_clear_error(tmp_path, prefix):
+    s = EtcdStore(Etcd(["http://127.0.0.1:9"], timeout_s=0.5), prefix, tmp_path / "none.json")
+    with pytest.raises(Unavailable, match="no local copy"):
+        s.load()
+
+
+def test_a_3_member_cluster_takes_changes_with_one_member_down(etcd3, prefix, tmp_path):
+    a = _store(etcd3.endpoints, prefix, tmp_path, "a", timeout_s=1.0)
+    a.load()
+    _add_vip(a, "10.100.0.1")
+    etcd3.stop(etcd3.members[0])  # the first endpoint a tries: it must move on
+    _add_vip(a, "10.100.0.2")
+    assert len(_store(etcd3.endpoints[1:], prefix, tmp_path, "b").load()) == 2
