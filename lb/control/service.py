@@ -364,9 +364,6 @@ class Balancer:
     def has_disabled_backends(self) -> bool:
         return bool(self._disabled)
 
-    def backend_enabled(self, address: Address) -> bool:
-        return address in self._backend_index and address not in self._disabled
-
     def in_any_ring(self, address: Address) -> bool:
         return self._backend_refs.get(address, 0) > 0
 
