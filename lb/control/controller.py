@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from lb.control import metrics
+from lb.control.errors import AlreadyExists, InvalidInput, NotFound
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
     Address,
@@ -31,7 +32,7 @@ from lb.control.model import (
     VipUpdate,
     check_backend_family,
 )
-from lb.control.service import AlreadyExists, Balancer, InvalidInput, NotFound, VipTarget
+from lb.control.service import Balancer, VipTarget
 from lb.control.settings import settle_limit
 from lb.control.store import Store, Transaction
 from lb.xdp.consts import Counter
