@@ -10,14 +10,13 @@ state (or the new one, if the commit happened) and the next start reconciles the
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from lb.control import metrics
+from lb.control import metrics, observed
 from lb.control.errors import AlreadyExists, InvalidInput, NotFound
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
@@ -35,7 +34,6 @@ from lb.control.model import (
 from lb.control.service import Balancer, VipTarget
 from lb.control.settings import settle_limit
 from lb.control.store import Store, Transaction
-from lb.xdp.consts import Counter
 from lb.xdp.types import VipKey
 
 log = logging.getLogger("lb.controller")
@@ -521,81 +519,26 @@ class Controller:
                 if keys:
                     self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys))
 
-    # --- observed state -------------------------------------------------------------
+    # --- observed state (lb.control.observed) ---------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         """Global counters grouped: totals, connection table, pass and drop reasons."""
-        c = self.balancer.dp.counters()
-        groups: dict[str, dict[str, int]] = {"totals": {}, "conn_table": {},
-                                              "pass_reasons": {}, "drop_reasons": {}}
-        for counter in Counter:
-            name = counter.name.lower()
-            if name.startswith("ct_"):
-                groups["conn_table"][name[3:]] = c[name]
-            elif name.startswith("pass_"):
-                groups["pass_reasons"][name[5:]] = c[name]
-            elif name.startswith("drop_"):
-                groups["drop_reasons"][name[5:]] = c[name]
-            else:
-                groups["totals"][name] = c[name]
-        return groups
+        return observed.counter_groups(self.balancer.dp.counters())
 
     def vip_stats(self, vip_id: int) -> dict[str, object]:
-        """Packets and bytes sent for a VIP and to each of its backends (a backend's counters
-        cover every VIP it serves), with each backend's ring slots."""
+        """Packets and bytes of a VIP and of each of its backends, with their ring slots."""
         with self.lock:
-            vip = self.get_vip(vip_id)
-            dp = self.balancer.dp
-            num = self.balancer.vips[vip.key].num
-            packets, nbytes = dp.vip_stats(num)
-            slots = collections.Counter(dp.read_ring(num))
-            backends = []
-            for b in vip.backends:
-                index = self.balancer.backend_index(b.address)
-                bp, bb = dp.backend_stats(index)
-                backends.append({"address": str(b.address), "weight": b.weight,
-                                 "ring_slots": slots[index], "packets": bp, "bytes": bb})
-            return {"id": vip_id, "packets": packets, "bytes": nbytes,
-                    "ring_size": self.balancer.sizes.ring_size, "backends": backends}
+            return observed.vip_stats(self.balancer, self.get_vip(vip_id))
 
     def backend_statuses(self, vip_id: int, conn_entries: bool = False) -> list[dict[str, object]]:
-        """Each backend of a VIP as configured and as observed: state (up, down, draining,
-        unknown), the last check's result, time in state, whether it is in the ring, its
-        effective weight, and (for draining backends, or all with `conn_entries`) how many
-        connection-table entries still point at it."""
+        """Each backend of a VIP as configured and as observed (`conn_entries`: count every
+        backend's connection-table entries, not only the draining ones')."""
         with self.lock:
-            vip = self.get_vip(vip_id)
-            current = self.balancer.vips[vip.key].backends
-            counts: collections.Counter[int] | None = None
-            if conn_entries or any(b.drain for b in vip.backends):
-                counts = collections.Counter(i for _, i in self.balancer.dp.conn_table())
-            out = []
-            for b in vip.backends:
-                health = self.monitor.health((vip_id, b.address)) if self.monitor else None
-                state = self._state(vip_id, b.address)
-                entry: dict[str, object] = {
-                    **b.model_dump(mode="json"),
-                    "state": "draining" if b.drain else str(state),
-                    "health": None if health is None else health.as_dict(),
-                    "in_ring": b.address in current,
-                    "effective_weight": current.get(b.address, 0),
-                    # The check this backend gets: the VIP's, with the port it probes.
-                    "check": None if vip.check is None else
-                    {**vip.check.model_dump(mode="json"), "port": vip.check_port},
-                }
-                if counts is not None and (b.drain or conn_entries):
-                    index = self.balancer.backend_index_or_none(b.address)
-                    entry["conn_table_entries"] = counts[index] if index else 0
-                out.append(entry)
-            return out
+            return observed.backend_statuses(self.balancer, self.get_vip(vip_id), self._state,
+                                             self.monitor, conn_entries)
 
     def check_schedule(self) -> list[dict[str, object]]:
-        """Each probe with the start times of its last checks (CLOCK_MONOTONIC seconds, the
-        clock every process on the host shares): how evenly and punctually checks run."""
-        if self.monitor is None:
-            return []
-        return [{"address": str(k.address), "port": k.port, "type": k.spec.type,
-                 "interval_s": k.spec.interval_s, "starts": starts}
-                for k, starts in self.monitor.start_times().items()]
+        """Each probe with the start times of its last checks."""
+        return observed.check_schedule(self.monitor)
 
     def all_down(self, vip_id: int) -> bool:
         """True when every backend of the VIP that is not draining is down."""
@@ -608,20 +551,4 @@ class Controller:
     def metrics_snapshot(self) -> dict[str, object]:
         """What /metrics reports from the kernel and the health checks, read now."""
         with self.lock:
-            dp = self.balancer.dp
-            vips = []
-            health: collections.Counter[str] = collections.Counter()
-            for v in self.vips.values():
-                state = self.balancer.vips.get(v.key)
-                if state is None:
-                    continue
-                packets, nbytes = dp.vip_stats(state.num)
-                backends = []
-                for b in v.backends:
-                    index = self.balancer.backend_index_or_none(b.address)
-                    bp, bb = dp.backend_stats(index) if index else (0, 0)
-                    backends.append({"address": str(b.address), "packets": bp, "bytes": bb})
-                    health["draining" if b.drain else str(self._state(v.id, b.address))] += 1
-                vips.append({"vip": f"{v.address}:{v.port}/{v.protocol}", "packets": packets,
-                             "bytes": nbytes, "backends": backends})
-            return {"counters": dp.counters(), "vips": vips, "health": dict(health)}
+            return observed.metrics_snapshot(self.balancer, self.vips.values(), self._state)
