@@ -22,6 +22,7 @@ bench-control: install
 lint: install
 	$(PY) -m ruff check lb api bench tests
 	.venv/bin/lint-imports
+	.venv/bin/mypy
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -247,9 +247,9 @@ class Controller:
 
             def write(tx: Transaction) -> dict[int, Vip]:
                 new: dict[int, Vip] = {}
-                for key, old in by_key.items():
+                for key, stale in by_key.items():
                     if key not in wanted:
-                        tx.delete_vip(old.id)
+                        tx.delete_vip(stale.id)
                 for config in document.vips:
                     old = by_key.get(config.key)
                     if old is None:
