@@ -75,7 +75,9 @@ class Capture:
             def recv(self, x: int = 65535, **kwargs: Any) -> Any:
                 data, addr = self.ins.recvfrom(x)
                 frame = Ether(data)
-                frame.direction = "out" if addr[2] == socket.PACKET_OUTGOING else "in"
+                way = "out" if addr[2] == socket.PACKET_OUTGOING else "in"
+                # scapy's own `direction` is an int it leaves unset here: ours names the way.
+                frame.direction = way  # type: ignore[assignment]
                 return frame
 
         with in_netns(self.netns):

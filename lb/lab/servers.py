@@ -66,7 +66,7 @@ class BackendHTTPServer(ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6 and \
-                ipaddress.ip_address(self.server_address[0]).is_unspecified:
+                ipaddress.ip_address(str(self.server_address[0])).is_unspecified:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
         # HTTPServer.server_bind would resolve the VIP's name (DNS inside the lab: slow, useless).
         socketserver.TCPServer.server_bind(self)
@@ -77,14 +77,17 @@ class BackendHTTPServer(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
-        with self._lock:
-            self._connections.add(request)
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: Any) -> None:
+        if isinstance(request, socket.socket):  # always, on a TCP server
+            with self._lock:
+                self._connections.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(request)
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        if isinstance(request, socket.socket):
+            with self._lock:
+                self._connections.discard(request)
         super().shutdown_request(request)
 
     def start(self) -> None:

@@ -263,7 +263,9 @@ class VethLab:
             sysctl("net.ipv4.conf.all.arp_announce", 2)
             with IPRoute() as ipr:
                 lo = ipr.link_lookup(ifname="lo")[0]
-                for vip in (*self.vips_v4(), *self.vips_v6()):
+                vips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                    *self.vips_v4(), *self.vips_v6()]
+                for vip in vips:
                     ipr.addr("add", index=lo, address=str(vip),
                              prefixlen=vip.max_prefixlen, flags=_IFA_F_NODAD)
 
