@@ -32,7 +32,7 @@ from lb.control.model import (
     check_backend_family,
 )
 from lb.control.service import Balancer, VipTarget
-from lb.control.settings import settle_limit
+from lb.control.settler import Settler
 from lb.control.store import Store, Transaction
 from lb.xdp.types import VipKey
 
@@ -52,11 +52,6 @@ class Controller:
                  tcp_idle_timeout_s: float = 900.0) -> None:
         self.store = store
         self.balancer = balancer
-        # Settling ring slots (Balancer.settle) every settle_interval_s once start_settling
-        # runs (0: never); a flow idle through _settle_limit settles stops holding its slot.
-        self._settle_interval_s = settle_interval_s
-        self._settle_limit = settle_limit(settle_interval_s, tcp_idle_timeout_s)
-        self._settler: threading.Thread | None = None
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
         # Backend address -> ids of the VIPs that have it (None: to be rebuilt when needed).
@@ -68,6 +63,9 @@ class Controller:
         self._ramps: dict[Target, float] = {}
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Settling ring slots every settle_interval_s once start_settling runs (0: never).
+        self.settler = Settler(balancer, self.lock, settle_interval_s, tcp_idle_timeout_s,
+                               self._stopping)
         # Checked backends that the adopted kernel state had out of their VIP's ring: until
         # their first verdict they stay out (a restart must not send flows to a dead backend).
         self._found_out: set[Target] = set()
@@ -468,41 +466,10 @@ class Controller:
                 if b.address not in old:
                     self._ramps[(v.id, b.address)] = now
 
-    def settle(self) -> tuple[int, int]:
-        """Settle the ring slots that can be (Balancer.settle_plan / settle_apply under the
-        change lock; the scan of the connection table, the long part, without it). Returns
-        (slots settled, slots held by live flows)."""
-        with self.lock:
-            plan = self.balancer.settle_plan()
-        if not plan:
-            return 0, 0
-        t0 = time.monotonic()
-        scan = self.balancer.dp.scan(plan, self._settle_limit)
-        t1 = time.monotonic()
-        with self.lock:
-            settled, held = self.balancer.settle_apply(scan)
-        metrics.RING_SLOTS_SETTLED.inc(settled)
-        if settled:
-            log.info("event=slots_settled settled=%d held_by_live_flows=%d scan_ms=%.1f "
-                     "settle_ms=%.1f", settled, held, (t1 - t0) * 1e3,
-                     (time.monotonic() - t1) * 1e3)
-        return settled, held
-
     def start_settling(self) -> None:
-        """Settle every settle_interval_s on a thread of its own until close() (the daemon
-        starts it once the program is attached); nothing when the interval is 0."""
-        if not self._settle_interval_s:
-            return
-        self._settler = threading.Thread(target=self._settle_loop, name="lb-settle",
-                                         daemon=True)
-        self._settler.start()
-
-    def _settle_loop(self) -> None:
-        while not self._stopping.wait(self._settle_interval_s):
-            try:
-                self.settle()
-            except Exception:  # a failed settle leaves slots unsettled: safe, retried next time
-                log.exception("event=settle_failed")
+        """Settle ring slots every settle_interval_s on a thread of its own until close() (the
+        daemon starts it once the program is attached); nothing when the interval is 0."""
+        self.settler.start()
 
     def _tick(self) -> None:
         """Re-apply ramping VIPs' weights about ten times per slow start; end finished ramps."""
