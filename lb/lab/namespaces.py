@@ -36,7 +36,6 @@ def napi_threads(ifname: str) -> set[int]:
     return pids
 
 
-
 def sysctl(key: str, value: int | str) -> None:
     """Write a sysctl (dotted name) of the calling thread's network namespace."""
     Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
