@@ -22,6 +22,8 @@ bench-control: install
 lint: install
 	$(PY) -m ruff check lb api bench tests
 	.venv/bin/lint-imports
+	.venv/bin/mypy
+	.venv/bin/vulture lb api vulture_whitelist.py --min-confidence 80
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from lb.control import metrics
 from lb.control.controller import Controller
+from lb.control.errors import AlreadyExists, BalancerError, CapacityError, InvalidInput, NotFound
 from lb.control.model import (
     ApplyReport,
     BackendSpec,
@@ -28,13 +29,6 @@ from lb.control.model import (
     VipSpec,
     VipUpdate,
     VipView,
-)
-from lb.control.service import (
-    AlreadyExists,
-    BalancerError,
-    CapacityError,
-    InvalidInput,
-    NotFound,
 )
 
 # The controller's errors as HTTP statuses (507: the data plane has no room left).

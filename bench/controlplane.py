@@ -492,7 +492,8 @@ def api_client(url: str) -> httpx.Client:
 def run_live(opts: Options) -> dict:
     """The daemon figures: a VethLab, `lb run` on it, its rings read through its pins."""
     from lb.lab.daemon import LabDaemon, remove_leftover_pins
-    from lb.lab.veth import VethLab, remove_leftovers
+    from lb.lab.namespaces import remove_leftovers
+    from lb.lab.veth import VethLab
 
     remove_leftovers(LAB_PREFIX)
     remove_leftover_pins()

@@ -173,7 +173,8 @@ def spread(schedule: list[dict], interval: float, window: float) -> dict:
 
 def run(opts: Options) -> dict:
     from lb.lab.daemon import LabDaemon, remove_leftover_pins
-    from lb.lab.veth import VethLab, remove_leftovers
+    from lb.lab.namespaces import remove_leftovers
+    from lb.lab.veth import VethLab
 
     vips = math.ceil(opts.probes / BACKENDS_PER_VIP)
     per_vip = math.ceil(opts.probes / vips)

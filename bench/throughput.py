@@ -295,7 +295,7 @@ class VethPair:
     """Namespaces gen and lb, one veth pair gen0 <-> lb0 with `queues` queues on each end.
 
     Context manager; on exit trafgen is stopped (by its pid), XDP detached, both namespaces
-    deleted (and with them the veths). Leftovers of dead runs: lb.lab.veth.remove_leftovers.
+    deleted (and with them the veths). Leftovers of dead runs: lb.lab.namespaces.remove_leftovers.
     """
 
     _seq = 0
@@ -477,7 +477,7 @@ def summarize(windows: list[Window], sink: bool) -> dict:
 
 
 def run_veth(opts: Options) -> list[dict]:
-    from lb.lab.veth import remove_leftovers
+    from lb.lab.namespaces import remove_leftovers
 
     remove_leftovers(NS_PREFIX)
     cpus = sorted(os.sched_getaffinity(0))

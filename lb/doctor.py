@@ -16,6 +16,7 @@ kernel releases) and the MTU arithmetic are pure functions, tested without root.
 from __future__ import annotations
 
 import enum
+import functools
 import importlib
 import json
 import os
@@ -27,6 +28,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 
 class Status(enum.StrEnum):
@@ -289,6 +291,7 @@ def check_bcc() -> Finding:
         return Finding("bcc", Status.FAIL, f"'bcc' is {getattr(bcc, '__file__', '?')}, not "
                        "the BPF Compiler Collection", fix)
     version = getattr(bcc, "__version__", "?")
+    assert bcc.__file__ is not None  # a module with BPF in it came from a file
     return Finding("bcc", Status.OK, f"bcc {version} from {Path(bcc.__file__).parent}")
 
 
@@ -304,7 +307,11 @@ def _command(argv: Sequence[str], netns: str | None) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _in_netns(netns: str | None, fn: Callable[[], object]) -> object:
+T = TypeVar("T")
+
+
+def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """`fn()` with this thread in `netns` (None: where it is)."""
     if not netns:
         return fn()
     from lb.netns import run_in_netns
@@ -374,7 +381,7 @@ def check_mtu(interface: str, netns: str | None, client_mtu: int = CLIENT_MTU) -
             index = ipr.link_lookup(ifname=interface)[0]
             return ipr.link("get", index=index)[0].get_attr("IFLA_MTU")
 
-    mtu = int(_in_netns(netns, read))  # type: ignore[arg-type]
+    mtu = int(_in_netns(netns, read))
     status, detail = mtu_headroom(mtu, client_mtu)
     fix = ""
     if status != Status.OK:
@@ -421,7 +428,7 @@ def check_queues(interface: str, netns: str | None, cpus: int | None = None) -> 
             with IPRoute() as ipr:
                 index = ipr.link_lookup(ifname=interface)[0]
                 return ipr.link("get", index=index)[0].get_attr("IFLA_NUM_RX_QUEUES")
-        queues = int(_in_netns(netns, read))  # type: ignore[arg-type]
+        queues = int(_in_netns(netns, read))
     detail = f"{queues} RX queue(s), {cpus} CPU(s)"
     if queues >= cpus:
         return Finding("RX queues", Status.OK, detail + ": every CPU can run the program")
@@ -437,7 +444,7 @@ def check_routing_sysctls(interface: str, netns: str | None) -> Finding:
                 _read_sysctl("net.ipv4.conf.all.rp_filter"),
                 _read_sysctl(f"net.ipv4.conf.{interface}.rp_filter"))
 
-    forward, rp_all, rp_dev = _in_netns(netns, read)  # type: ignore[misc]
+    forward, rp_all, rp_dev = _in_netns(netns, read)
     return Finding("forwarding, rp_filter", Status.OK,
                    f"ip_forward = {forward}, rp_filter all = {rp_all}, {interface} = {rp_dev}: "
                    "balanced packets bypass both (XDP_TX). They matter on the backends: "
@@ -468,7 +475,8 @@ def run_checks(interface: str | None = None, netns: str | None = None) -> list[F
         findings.append(exists)
         if exists.status == Status.OK:
             findings += [_guarded(c.__name__.removeprefix("check_"),
-                                  lambda c=c: c(interface, netns)) for c in INTERFACE_CHECKS]
+                                  functools.partial(c, interface, netns))
+                         for c in INTERFACE_CHECKS]
     return findings
 
 

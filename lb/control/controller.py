@@ -10,14 +10,14 @@ state (or the new one, if the commit happened) and the next start reconciles the
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from lb.control import metrics
+from lb.control import metrics, observed
+from lb.control.errors import AlreadyExists, InvalidInput, NotFound
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
     Address,
@@ -31,10 +31,9 @@ from lb.control.model import (
     VipUpdate,
     check_backend_family,
 )
-from lb.control.service import AlreadyExists, Balancer, InvalidInput, NotFound, VipTarget
-from lb.control.settings import settle_limit
+from lb.control.service import Balancer, VipTarget
+from lb.control.settler import Settler
 from lb.control.store import Store, Transaction
-from lb.xdp.consts import Counter
 from lb.xdp.types import VipKey
 
 log = logging.getLogger("lb.controller")
@@ -53,11 +52,6 @@ class Controller:
                  tcp_idle_timeout_s: float = 900.0) -> None:
         self.store = store
         self.balancer = balancer
-        # Settling ring slots (Balancer.settle) every settle_interval_s once start_settling
-        # runs (0: never); a flow idle through _settle_limit settles stops holding its slot.
-        self._settle_interval_s = settle_interval_s
-        self._settle_limit = settle_limit(settle_interval_s, tcp_idle_timeout_s)
-        self._settler: threading.Thread | None = None
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
         # Backend address -> ids of the VIPs that have it (None: to be rebuilt when needed).
@@ -69,6 +63,9 @@ class Controller:
         self._ramps: dict[Target, float] = {}
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Settling ring slots every settle_interval_s once start_settling runs (0: never).
+        self.settler = Settler(balancer, self.lock, settle_interval_s, tcp_idle_timeout_s,
+                               self._stopping)
         # Checked backends that the adopted kernel state had out of their VIP's ring: until
         # their first verdict they stay out (a restart must not send flows to a dead backend).
         self._found_out: set[Target] = set()
@@ -248,9 +245,9 @@ class Controller:
 
             def write(tx: Transaction) -> dict[int, Vip]:
                 new: dict[int, Vip] = {}
-                for key, old in by_key.items():
+                for key, stale in by_key.items():
                     if key not in wanted:
-                        tx.delete_vip(old.id)
+                        tx.delete_vip(stale.id)
                 for config in document.vips:
                     old = by_key.get(config.key)
                     if old is None:
@@ -469,41 +466,10 @@ class Controller:
                 if b.address not in old:
                     self._ramps[(v.id, b.address)] = now
 
-    def settle(self) -> tuple[int, int]:
-        """Settle the ring slots that can be (Balancer.settle_plan / settle_apply under the
-        change lock; the scan of the connection table, the long part, without it). Returns
-        (slots settled, slots held by live flows)."""
-        with self.lock:
-            plan = self.balancer.settle_plan()
-        if not plan:
-            return 0, 0
-        t0 = time.monotonic()
-        scan = self.balancer.dp.scan(plan, self._settle_limit)
-        t1 = time.monotonic()
-        with self.lock:
-            settled, held = self.balancer.settle_apply(scan)
-        metrics.RING_SLOTS_SETTLED.inc(settled)
-        if settled:
-            log.info("event=slots_settled settled=%d held_by_live_flows=%d scan_ms=%.1f "
-                     "settle_ms=%.1f", settled, held, (t1 - t0) * 1e3,
-                     (time.monotonic() - t1) * 1e3)
-        return settled, held
-
     def start_settling(self) -> None:
-        """Settle every settle_interval_s on a thread of its own until close() (the daemon
-        starts it once the program is attached); nothing when the interval is 0."""
-        if not self._settle_interval_s:
-            return
-        self._settler = threading.Thread(target=self._settle_loop, name="lb-settle",
-                                         daemon=True)
-        self._settler.start()
-
-    def _settle_loop(self) -> None:
-        while not self._stopping.wait(self._settle_interval_s):
-            try:
-                self.settle()
-            except Exception:  # a failed settle leaves slots unsettled: safe, retried next time
-                log.exception("event=settle_failed")
+        """Settle ring slots every settle_interval_s on a thread of its own until close() (the
+        daemon starts it once the program is attached); nothing when the interval is 0."""
+        self.settler.start()
 
     def _tick(self) -> None:
         """Re-apply ramping VIPs' weights about ten times per slow start; end finished ramps."""
@@ -520,81 +486,26 @@ class Controller:
                 if keys:
                     self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys))
 
-    # --- observed state -------------------------------------------------------------
+    # --- observed state (lb.control.observed) ---------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         """Global counters grouped: totals, connection table, pass and drop reasons."""
-        c = self.balancer.dp.counters()
-        groups: dict[str, dict[str, int]] = {"totals": {}, "conn_table": {},
-                                              "pass_reasons": {}, "drop_reasons": {}}
-        for counter in Counter:
-            name = counter.name.lower()
-            if name.startswith("ct_"):
-                groups["conn_table"][name[3:]] = c[name]
-            elif name.startswith("pass_"):
-                groups["pass_reasons"][name[5:]] = c[name]
-            elif name.startswith("drop_"):
-                groups["drop_reasons"][name[5:]] = c[name]
-            else:
-                groups["totals"][name] = c[name]
-        return groups
+        return observed.counter_groups(self.balancer.dp.counters())
 
     def vip_stats(self, vip_id: int) -> dict[str, object]:
-        """Packets and bytes sent for a VIP and to each of its backends (a backend's counters
-        cover every VIP it serves), with each backend's ring slots."""
+        """Packets and bytes of a VIP and of each of its backends, with their ring slots."""
         with self.lock:
-            vip = self.get_vip(vip_id)
-            dp = self.balancer.dp
-            num = self.balancer.vips[vip.key].num
-            packets, nbytes = dp.vip_stats(num)
-            slots = collections.Counter(dp.read_ring(num))
-            backends = []
-            for b in vip.backends:
-                index = self.balancer.backend_index(b.address)
-                bp, bb = dp.backend_stats(index)
-                backends.append({"address": str(b.address), "weight": b.weight,
-                                 "ring_slots": slots[index], "packets": bp, "bytes": bb})
-            return {"id": vip_id, "packets": packets, "bytes": nbytes,
-                    "ring_size": self.balancer.sizes.ring_size, "backends": backends}
+            return observed.vip_stats(self.balancer, self.get_vip(vip_id))
 
     def backend_statuses(self, vip_id: int, conn_entries: bool = False) -> list[dict[str, object]]:
-        """Each backend of a VIP as configured and as observed: state (up, down, draining,
-        unknown), the last check's result, time in state, whether it is in the ring, its
-        effective weight, and (for draining backends, or all with `conn_entries`) how many
-        connection-table entries still point at it."""
+        """Each backend of a VIP as configured and as observed (`conn_entries`: count every
+        backend's connection-table entries, not only the draining ones')."""
         with self.lock:
-            vip = self.get_vip(vip_id)
-            current = self.balancer.vips[vip.key].backends
-            counts: collections.Counter[int] | None = None
-            if conn_entries or any(b.drain for b in vip.backends):
-                counts = collections.Counter(i for _, i in self.balancer.dp.conn_table())
-            out = []
-            for b in vip.backends:
-                health = self.monitor.health((vip_id, b.address)) if self.monitor else None
-                state = self._state(vip_id, b.address)
-                entry: dict[str, object] = {
-                    **b.model_dump(mode="json"),
-                    "state": "draining" if b.drain else str(state),
-                    "health": None if health is None else health.as_dict(),
-                    "in_ring": b.address in current,
-                    "effective_weight": current.get(b.address, 0),
-                    # The check this backend gets: the VIP's, with the port it probes.
-                    "check": None if vip.check is None else
-                    {**vip.check.model_dump(mode="json"), "port": vip.check_port},
-                }
-                if counts is not None and (b.drain or conn_entries):
-                    index = self.balancer.backend_index_or_none(b.address)
-                    entry["conn_table_entries"] = counts[index] if index else 0
-                out.append(entry)
-            return out
+            return observed.backend_statuses(self.balancer, self.get_vip(vip_id), self._state,
+                                             self.monitor, conn_entries)
 
     def check_schedule(self) -> list[dict[str, object]]:
-        """Each probe with the start times of its last checks (CLOCK_MONOTONIC seconds, the
-        clock every process on the host shares): how evenly and punctually checks run."""
-        if self.monitor is None:
-            return []
-        return [{"address": str(k.address), "port": k.port, "type": k.spec.type,
-                 "interval_s": k.spec.interval_s, "starts": starts}
-                for k, starts in self.monitor.start_times().items()]
+        """Each probe with the start times of its last checks."""
+        return observed.check_schedule(self.monitor)
 
     def all_down(self, vip_id: int) -> bool:
         """True when every backend of the VIP that is not draining is down."""
@@ -607,20 +518,4 @@ class Controller:
     def metrics_snapshot(self) -> dict[str, object]:
         """What /metrics reports from the kernel and the health checks, read now."""
         with self.lock:
-            dp = self.balancer.dp
-            vips = []
-            health: collections.Counter[str] = collections.Counter()
-            for v in self.vips.values():
-                state = self.balancer.vips.get(v.key)
-                if state is None:
-                    continue
-                packets, nbytes = dp.vip_stats(state.num)
-                backends = []
-                for b in v.backends:
-                    index = self.balancer.backend_index_or_none(b.address)
-                    bp, bb = dp.backend_stats(index) if index else (0, 0)
-                    backends.append({"address": str(b.address), "packets": bp, "bytes": bb})
-                    health["draining" if b.drain else str(self._state(v.id, b.address))] += 1
-                vips.append({"vip": f"{v.address}:{v.port}/{v.protocol}", "packets": packets,
-                             "bytes": nbytes, "backends": backends})
-            return {"counters": dp.counters(), "vips": vips, "health": dict(health)}
+            return observed.metrics_snapshot(self.balancer, self.vips.values(), self._state)

@@ -27,7 +27,7 @@ from lb.xdp.types import PROTOCOLS, VipKey
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Protocol = Literal["tcp", "udp"]
 # F_VIP_* flags by the names the API uses (lower-case VipFlag names).
-VIP_FLAGS: dict[str, VipFlag] = {f.name.lower(): f for f in VipFlag}
+VIP_FLAGS: dict[str, VipFlag] = {f.name.lower(): f for f in VipFlag if f.name}
 FlagName = Literal[tuple(VIP_FLAGS)]  # type: ignore[valid-type]
 # Largest backend weight; Maglev quotas are exact for any weights, this bounds the arithmetic.
 MAX_WEIGHT = 65535

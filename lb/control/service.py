@@ -21,6 +21,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
 from lb.control.maglev import build_ring
 from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
@@ -41,33 +42,6 @@ def _ordered_difference(a: dict, b: dict) -> list:
     if len(diff) <= 1:
         return list(diff)
     return [k for k in a if k in diff]
-
-
-class BalancerError(Exception):
-    """Base of the service's errors.
-
-    BalancerError
-    ├── NotFound        the VIP or backend does not exist
-    ├── AlreadyExists   the VIP or backend is already there
-    ├── CapacityError   a size limit (VIPs, backends) is reached
-    └── InvalidInput    a value the data plane cannot take
-    """
-
-
-class NotFound(BalancerError):
-    pass
-
-
-class AlreadyExists(BalancerError):
-    pass
-
-
-class CapacityError(BalancerError):
-    pass
-
-
-class InvalidInput(BalancerError):
-    pass
 
 
 def vip_key(address: str, port: int, protocol: str) -> VipKey:
@@ -363,9 +337,6 @@ class Balancer:
 
     def has_disabled_backends(self) -> bool:
         return bool(self._disabled)
-
-    def backend_enabled(self, address: Address) -> bool:
-        return address in self._backend_index and address not in self._disabled
 
     def in_any_ring(self, address: Address) -> bool:
         return self._backend_refs.get(address, 0) > 0

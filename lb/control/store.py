@@ -56,7 +56,8 @@ class Transaction:
         cur = self._db.execute(
             "INSERT INTO vips (address, port, protocol, settings) VALUES (?, ?, ?, ?)",
             (str(spec.address), spec.port, spec.protocol, spec.settings().model_dump_json()))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # set by every INSERT
+        return cur.lastrowid
 
     def delete_vip(self, vip_id: int) -> None:
         self._db.execute("DELETE FROM vips WHERE id = ?", (vip_id,))

@@ -25,7 +25,9 @@ from typing import Any
 import httpx
 from pyroute2 import netns as pyroute2_netns
 
-from lb.lab.veth import FABRIC_MTU, LabError, VethLab, remove_leftovers
+from lb.lab.errors import LabError
+from lb.lab.namespaces import remove_leftovers
+from lb.lab.veth import FABRIC_MTU, VethLab
 from lb.xdp.loader import BPFFS
 
 # prctl(PR_SET_PDEATHSIG): the daemon gets SIGKILL if the process that started it dies.

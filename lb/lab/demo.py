@@ -28,7 +28,9 @@ from typing import Any
 import httpx
 
 from lb.lab.daemon import LabDaemon, remove_leftover_pins
-from lb.lab.veth import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab, remove_leftovers, settle
+from lb.lab.namespaces import remove_leftovers
+from lb.lab.veth import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab
+from lb.lab.waits import settle
 from lb.table import table
 from lb.xdp import loader
 from lb.xdp.config import Sizes

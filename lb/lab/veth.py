@@ -47,17 +47,14 @@ Platform facts this relies on (docs/development.md, "Platform facts"):
 
 Names: every namespace is `<prefix><pid>-<seq>-<role>` (e.g. `lbt4242-0-router`). Interfaces
 exist only inside the lab's namespaces, never in the root namespace, so deleting the namespaces
-deletes every veth. `remove_leftovers(prefix)` deletes the namespaces of runs whose process is
-gone (an aborted run, a killed test).
+deletes every veth. `remove_leftovers(prefix)` (lb.lab.namespaces) deletes the namespaces of
+runs whose process is gone (an aborted run, a killed test).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import enum
 import errno
-import fcntl
 import http.client
 import ipaddress
 import itertools
@@ -65,29 +62,26 @@ import logging
 import os
 import re
 import socket
-import socketserver
-import struct
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
+from lb.lab.capture import Capture, packet_socket
+from lb.lab.decap import DECAP_SOURCE, DECAPSULATED, DecapSlot
+from lb.lab.errors import LabError
+from lb.lab.hosts import Backend, Host
+from lb.lab.namespaces import napi_threads, set_tx_checksum, sysctl
+from lb.lab.servers import BackendHTTPServer
 from lb.netns import NETNS_DIR, in_netns
 from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig
 from lb.xdp.types import XdpMode
 
 log = logging.getLogger(__name__)
-
-DECAP_SOURCE = Path(__file__).resolve().parent / "decap.c"
 
 # The client's link: what a client on the Internet sees.
 CLIENT_MTU = 1500
@@ -102,351 +96,10 @@ VIP_HOSTS = 8
 
 _lab_seq = itertools.count()
 
-# ioctl(SIOCETHTOOL) with ETHTOOL_STXCSUM: the legacy "tx checksum on/off" switch (ethtool -K tx).
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_STXCSUM = 0x17
-# struct ifreq is 40 bytes on x86-64: name[16], then a union (here a pointer to the request).
-_IFREQ_SIZE = 40
 # IFA_F_NODAD: an IPv6 address usable at once, no duplicate address detection (also sysctl'd off).
 _IFA_F_NODAD = 0x02
 
 
-class LabError(RuntimeError):
-    """The lab could not be built, or could not be torn down completely (the message lists what)."""
-
-
-class DecapSlot(enum.IntEnum):
-    """DECAP_* counter slots of lb/lab/decap.c (a test keeps them equal to the C defines)."""
-
-    V4_IN_V4 = 0
-    V6_IN_V4 = 1
-    V4_IN_V6 = 2
-    V6_IN_V6 = 3
-    PASS = 4
-    DROP_MALFORMED = 5
-
-
-DECAPSULATED = (DecapSlot.V4_IN_V4, DecapSlot.V6_IN_V4, DecapSlot.V4_IN_V6, DecapSlot.V6_IN_V6)
-
-
-def _napi_threads(ifname: str) -> set[int]:
-    """PIDs of the kernel's threaded-NAPI pollers of interfaces named `ifname` (any netns)."""
-    pids = set()
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().startswith(f"napi/{ifname}-"):
-                pids.add(int(comm.parent.name))
-        except OSError:
-            continue
-    return pids
-
-
-# --- namespaces: lb.netns ------------------------------------------------------------------
-def _sysctl(key: str, value: int | str) -> None:
-    """Write a sysctl (dotted name) of the calling thread's network namespace."""
-    Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
-
-
-def _set_tx_checksum(ifname: str, enabled: bool) -> None:
-    """`ethtool -K <ifname> tx on|off` in the calling thread's namespace."""
-    request = ctypes.create_string_buffer(struct.pack("II", _ETHTOOL_STXCSUM, int(enabled)))
-    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(request))
-    ifreq = ifreq.ljust(_IFREQ_SIZE, b"\0")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s, _SIOCETHTOOL, ifreq)
-
-
-def _lab_namespace_re(prefix: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(prefix)}(\d+)-\d+-")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_leftovers(prefix: str, include_live: bool = False) -> list[str]:
-    """Delete the namespaces (and so every veth) that labs named with `prefix` left behind.
-
-    By default only namespaces of processes that are gone are deleted, so a lab running in
-    parallel (another pid) is left alone; `include_live` deletes those too, this process's
-    included. Returns the names deleted.
-    """
-    pattern = _lab_namespace_re(prefix)
-    removed = []
-    for name in sorted(pyroute2_netns.listnetns()):
-        m = pattern.match(name)
-        if not m:
-            continue
-        if not include_live and _pid_alive(int(m.group(1))):
-            continue
-        pyroute2_netns.remove(name)
-        removed.append(name)
-    return removed
-
-
-def kernel_xdp_mode(netns: str, ifname: str) -> str | None:
-    """What iproute2's `ip -d link` says is attached: "xdp" (native), "xdpgeneric", or None.
-
-    An oracle independent of lb.xdp.loader, for tests and the demo.
-    """
-    out = subprocess.run(["ip", "-n", netns, "-d", "link", "show", "dev", ifname],
-                         check=True, capture_output=True, text=True).stdout
-    found = re.search(r"\b(xdpgeneric|xdpoffload|xdp)\b", out)
-    return found.group(1) if found else None
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0,
-               interval: float = 0.01) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def settle(read: Callable[[], Any], quiet: float = 0.2, timeout: float = 3.0) -> Any:
-    """Call `read()` until its value has not changed for `quiet` seconds (at most `timeout`
-    seconds); returns that value. For counters fed by packets still in flight."""
-    deadline = time.monotonic() + timeout
-    last, last_change = read(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        now = read()
-        if now != last:
-            last, last_change = now, time.monotonic()
-        elif time.monotonic() - last_change >= quiet:
-            break
-    return last
-
-
-def is_noise(frame: Any) -> bool:
-    """True for frames every new namespace emits on its own: ARP, IPv6 ND/RS/RA, MLD."""
-    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6ND_RS, IPv6
-    from scapy.layers.l2 import ARP
-
-    if frame.haslayer(ARP):
-        return True
-    if frame.haslayer(IPv6):
-        ip6 = frame[IPv6]
-        if ip6.nh in (0, 58) and (ip6.dst.startswith("ff02:") or frame.haslayer(ICMPv6ND_NS)
-                                  or frame.haslayer(ICMPv6ND_NA) or frame.haslayer(ICMPv6ND_RS)
-                                  or frame.haslayer(ICMPv6ND_RA)):
-            return True
-    return False
-
-
-# --- hosts ------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class Host:
-    """One namespace of the lab and its link to the router (compared by identity).
-
-    `ifname`/`ifindex`/`mac` are this side's interface (inside `netns`); `router_*` are the
-    router's side of the same veth pair (inside the router's namespace).
-    """
-
-    role: str
-    netns: str
-    v4: ipaddress.IPv4Address
-    v6: ipaddress.IPv6Address
-    router_v4: ipaddress.IPv4Address
-    router_v6: ipaddress.IPv6Address
-    router_ifname: str
-    prefixlen_v4: int = 24
-    prefixlen_v6: int = 64
-    ifname: str = "eth0"
-    ifindex: int = 0
-    mac: str = ""
-    router_ifindex: int = 0
-    router_mac: str = ""
-
-
-@dataclass(eq=False)
-class Backend(Host):
-    """A backend namespace (xdp_decap on its interface) and the HTTP servers it runs."""
-
-    index: int = 0
-    servers: list[BackendHTTPServer] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        """How the backend introduces itself in HTTP responses (`backend0`, ...)."""
-        return self.role
-
-
-# --- HTTP servers on the backends -------------------------------------------------------------
-class _BackendHandler(BaseHTTPRequestHandler):
-    """Answers every GET with the backend's name (body and X-Backend header) and the server's
-    next status (200 unless set otherwise); keeps alive."""
-
-    protocol_version = "HTTP/1.1"
-    server: BackendHTTPServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body = f"{self.server.backend_name}\n".encode()
-        self.send_response(self.server.next_status())
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Backend", self.server.backend_name)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return
-
-
-class BackendHTTPServer(ThreadingHTTPServer):
-    """An HTTP server inside a backend namespace, bound to a VIP or, with the address `::`, to
-    every address there (IPv4 too: the VIPs on lo and the backend's own, which health checks
-    probe). `set_status(*codes)` makes it answer with those codes in turn, one per request.
-    `close()` also drops open keep-alive connections, so no socket keeps the namespace alive
-    after the lab is gone."""
-
-    daemon_threads = True
-
-    def __init__(self, backend_name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                 port: int) -> None:
-        self.address_family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        self.backend_name = backend_name
-        self._statuses = itertools.cycle([200])
-        self.requests = 0  # requests answered so far
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        super().__init__((str(address), port), _BackendHandler)
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"http-{backend_name}-{address}", daemon=True)
-
-    def set_status(self, *codes: int) -> None:
-        """Answer the next requests with `codes`, in turn and over again (e.g. 200, 500)."""
-        with self._lock:
-            self._statuses = itertools.cycle(codes)
-
-    def next_status(self) -> int:
-        with self._lock:
-            self.requests += 1
-            return next(self._statuses)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6 and \
-                ipaddress.ip_address(self.server_address[0]).is_unspecified:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
-        # HTTPServer.server_bind would resolve the VIP's name (DNS inside the lab: slow, useless).
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A TCP health check connects and resets: the connection's end, not the server's error.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
-        with self._lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-        with self._lock:
-            open_connections = list(self._connections)
-        for conn in open_connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=2)
-
-
-# --- packet capture ---------------------------------------------------------------------------
-def _packet_socket(ifname: str) -> socket.socket:
-    """An AF_PACKET socket on `ifname` (calling thread's namespace), both directions."""
-    eth_p_all = 0x0003
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind((ifname, eth_p_all))
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-class Capture:
-    """Frames on one interface of one namespace, both directions, noise (`is_noise`) left out.
-
-    Use as a context manager: on entry the sniffer runs (its start is awaited, never slept
-    for); `wait(n)` blocks until n frames matched `lfilter`; on exit it stops and the socket is
-    closed. Each frame is a scapy Ether with `.direction` "out" (sent by this interface) or "in".
-    """
-
-    def __init__(self, netns: str, ifname: str,
-                 lfilter: Callable[[Any], bool] | None = None) -> None:
-        self.netns, self.ifname = netns, ifname
-        self.lfilter = lfilter
-        self.frames: list[Any] = []
-        self._changed = threading.Condition()
-        self._sniffer: Any = None
-        self._sock: Any = None
-
-    def _keep(self, frame: Any) -> bool:
-        return not is_noise(frame) and (self.lfilter is None or bool(self.lfilter(frame)))
-
-    def _add(self, frame: Any) -> None:
-        with self._changed:
-            self.frames.append(frame)
-            self._changed.notify_all()
-
-    def __enter__(self) -> Capture:
-        # scapy costs about half a second to import: only packet-level users pay for it.
-        from scapy.layers.l2 import Ether
-        from scapy.sendrecv import AsyncSniffer
-        from scapy.supersocket import SimpleSocket
-
-        class _DirectionalSocket(SimpleSocket):
-            def recv(self, x: int = 65535, **kwargs: Any) -> Any:
-                data, addr = self.ins.recvfrom(x)
-                frame = Ether(data)
-                frame.direction = "out" if addr[2] == socket.PACKET_OUTGOING else "in"
-                return frame
-
-        with in_netns(self.netns):
-            self._sock = _DirectionalSocket(_packet_socket(self.ifname), Ether)
-        started = threading.Event()
-        self._sniffer = AsyncSniffer(opened_socket=self._sock, store=False, prn=self._add,
-                                     lfilter=self._keep, started_callback=started.set)
-        self._sniffer.start()
-        if not started.wait(timeout=5):
-            self.__exit__(None, None, None)
-            raise LabError(f"sniffer on {self.netns}/{self.ifname} did not start")
-        return self
-
-    def wait(self, count: int, timeout: float = 3.0) -> list[Any]:
-        """Block until `count` frames matched (or `timeout` seconds); returns all so far."""
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.frames) >= count, timeout=timeout)
-            return list(self.frames)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._sniffer is not None and self._sniffer.running:
-            self._sniffer.stop()
-        if self._sock is not None:
-            self._sock.close()
-
-
-# --- the lab ----------------------------------------------------------------------------------
 class VethLab:
     """Client, router, balancer and `n_backends` backend namespaces, wired for one-arm XDP.
 
@@ -549,12 +202,12 @@ class VethLab:
         self._namespaces.append(name)
         with in_netns(name):
             # Before any interface exists, so that every interface inherits it.
-            _sysctl("net.ipv6.conf.all.accept_dad", 0)
-            _sysctl("net.ipv6.conf.default.accept_dad", 0)
-            _sysctl("net.ipv6.conf.default.router_solicitations", 0)
-            _sysctl("net.ipv6.conf.default.accept_ra", 0)
-            _sysctl("net.ipv4.conf.all.rp_filter", 0)
-            _sysctl("net.ipv4.conf.default.rp_filter", 0)
+            sysctl("net.ipv6.conf.all.accept_dad", 0)
+            sysctl("net.ipv6.conf.default.accept_dad", 0)
+            sysctl("net.ipv6.conf.default.router_solicitations", 0)
+            sysctl("net.ipv6.conf.default.accept_ra", 0)
+            sysctl("net.ipv4.conf.all.rp_filter", 0)
+            sysctl("net.ipv4.conf.default.rp_filter", 0)
             with IPRoute() as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
@@ -576,7 +229,7 @@ class VethLab:
                 link = ipr.link("get", index=ipr.link_lookup(ifname=host.router_ifname)[0])[0]
                 host.router_ifindex = link["index"]
                 host.router_mac = link.get_attr("IFLA_ADDRESS")
-                _set_tx_checksum(host.router_ifname, False)
+                set_tx_checksum(host.router_ifname, False)
                 ipr.link("set", index=host.router_ifindex, state="up")
                 ipr.addr("add", index=host.router_ifindex, address=str(host.router_v4),
                          prefixlen=host.prefixlen_v4)
@@ -587,7 +240,7 @@ class VethLab:
         with in_netns(host.netns), IPRoute() as ipr:
             host.ifindex = ipr.link_lookup(ifname=host.ifname)[0]
             host.mac = ipr.link("get", index=host.ifindex)[0].get_attr("IFLA_ADDRESS")
-            _set_tx_checksum(host.ifname, False)
+            set_tx_checksum(host.ifname, False)
             ipr.link("set", index=host.ifindex, state="up")
             ipr.addr("add", index=host.ifindex, address=str(host.v4), prefixlen=host.prefixlen_v4)
             ipr.addr("add", index=host.ifindex, address=str(host.v6), prefixlen=host.prefixlen_v6,
@@ -597,8 +250,8 @@ class VethLab:
 
     def _configure_router(self) -> None:
         with in_netns(self.router_netns), IPRoute() as ipr:
-            _sysctl("net.ipv4.ip_forward", 1)
-            _sysctl("net.ipv6.conf.all.forwarding", 1)
+            sysctl("net.ipv4.ip_forward", 1)
+            sysctl("net.ipv6.conf.all.forwarding", 1)
             ipr.route("add", dst=str(VIP_NET_V4), gateway=str(self.balancer.v4))
             ipr.route("add", dst=str(VIP_NET_V6), gateway=str(self.balancer.v6),
                       family=socket.AF_INET6)
@@ -606,11 +259,13 @@ class VethLab:
     def _configure_backend(self, backend: Backend) -> None:
         with in_netns(backend.netns):
             # DSR hygiene: the VIPs on lo are never announced or answered for on eth0.
-            _sysctl("net.ipv4.conf.all.arp_ignore", 1)
-            _sysctl("net.ipv4.conf.all.arp_announce", 2)
+            sysctl("net.ipv4.conf.all.arp_ignore", 1)
+            sysctl("net.ipv4.conf.all.arp_announce", 2)
             with IPRoute() as ipr:
                 lo = ipr.link_lookup(ifname="lo")[0]
-                for vip in (*self.vips_v4(), *self.vips_v6()):
+                vips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                    *self.vips_v4(), *self.vips_v6()]
+                for vip in vips:
                     ipr.addr("add", index=lo, address=str(vip),
                              prefixlen=vip.max_prefixlen, flags=_IFA_F_NODAD)
 
@@ -695,10 +350,10 @@ class VethLab:
                                capture_output=True, text=True, check=True).stdout.strip()
         if state == "1":
             return dict(self._napi_cpus)
-        before = _napi_threads(self.balancer.ifname)
+        before = napi_threads(self.balancer.ifname)
         subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo 1 > {threaded}"],
                        check=True)
-        new = sorted(_napi_threads(self.balancer.ifname) - before)
+        new = sorted(napi_threads(self.balancer.ifname) - before)
         if len(new) != self.rx_queues:
             raise LabError(f"expected {self.rx_queues} NAPI threads for {ns}/"
                            f"{self.balancer.ifname}, found {len(new)}")
@@ -734,13 +389,6 @@ class VethLab:
     def vips_v6(self) -> list[ipaddress.IPv6Address]:
         """The IPv6 VIP addresses the backends hold on lo (fd00:100::1...)."""
         return [VIP_NET_V6.network_address + i for i in range(1, self.vip_hosts + 1)]
-
-    def backend_by_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
-                           ) -> Backend:
-        for backend in self.backends:
-            if address in (backend.v4, backend.v6):
-                return backend
-        raise KeyError(f"no backend has address {address}")
 
     # --- decap counters -----------------------------------------------------------------------
     def decap_counts(self, backend: Backend) -> dict[DecapSlot, int]:
@@ -861,7 +509,7 @@ class VethLab:
         default, through one AF_PACKET socket; returns how many were sent."""
         host = host or self.client
         with in_netns(host.netns):
-            sock = _packet_socket(host.ifname)
+            sock = packet_socket(host.ifname)
         sent = 0
         try:
             for frame in frames:

@@ -20,7 +20,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
 from lb.control.maglev import build_ring
-from lb.lab.veth import VethLab, settle, wait_until
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle, wait_until
 from lb.xdp.config import Sizes
 from lb.xdp.consts import VipFlag
 from lb.xdp.flowhash import flow_hash

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from api_helpers import check, create_vip, error_fields, predict, route_flows, vip_doc
 
-from lb.lab.veth import VethLab, wait_until
+from lb.lab.veth import VethLab
+from lb.lab.waits import wait_until
 from lb.netns import in_netns
 from lb.xdp import loader
 

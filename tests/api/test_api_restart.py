@@ -23,7 +23,9 @@ from api_helpers import (
 from scapy.layers.inet import UDP
 
 from lb.lab.daemon import LabDaemon
-from lb.lab.veth import DecapSlot, VethLab, settle, wait_until
+from lb.lab.decap import DecapSlot
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle, wait_until
 
 UNCHANGED = {"vips_added": 0, "vips_removed": 0, "vips_changed": 0, "ring_slots_written": 0}
 

@@ -12,7 +12,8 @@ import time
 from api_helpers import RING_SIZE, SETTLE_INTERVAL_S, TCP_IDLE_TIMEOUT_S, check, create_vip
 
 from lb.lab.daemon import LabDaemon
-from lb.lab.veth import VethLab, wait_until
+from lb.lab.veth import VethLab
+from lb.lab.waits import wait_until
 
 
 def settled_total(api) -> float:

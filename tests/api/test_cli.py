@@ -25,7 +25,8 @@ from lb import client_cli
 from lb.cli import main
 from lb.control.model import ConfigDocument
 from lb.lab.daemon import LabDaemon, free_port
-from lb.lab.veth import VethLab, remove_leftovers
+from lb.lab.namespaces import remove_leftovers
+from lb.lab.veth import VethLab
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cli-test-token"

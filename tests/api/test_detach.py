@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from lb.lab.daemon import LabDaemon
-from lb.lab.veth import VethLab, kernel_xdp_mode
+from lb.lab.namespaces import kernel_xdp_mode
+from lb.lab.veth import VethLab
 
 ROOT = Path(__file__).resolve().parents[2]
 

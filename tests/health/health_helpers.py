@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lb.lab.veth import Backend, BackendHTTPServer, VethLab
+from lb.lab.hosts import Backend
+from lb.lab.servers import BackendHTTPServer
+from lb.lab.veth import VethLab
 
 # Fast checks, so that tests are quick: a probe every 0.2 s, bounded by 0.2 s.
 INTERVAL = 0.2

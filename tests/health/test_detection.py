@@ -2,8 +2,8 @@
 comes back within rise x interval; HTTP checks judge the status; a flapping backend changes
 the ring no more often than rise and fall allow; a hanging backend delays nobody else.
 
-Servers are real (lb.lab.veth.BackendHTTPServer in the backend namespaces), checks are the daemon's
-own, and every verdict is checked against traffic from the lab's client through the VIP.
+Servers are real (lb.lab.servers.BackendHTTPServer in the backend namespaces), checks are the
+daemon's own, and every verdict is checked against traffic from the lab's client through the VIP.
 """
 
 from __future__ import annotations

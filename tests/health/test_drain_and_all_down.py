@@ -26,7 +26,8 @@ from health_helpers import (
     wait_states,
 )
 
-from lb.lab.veth import VethLab, settle
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle
 from lb.netns import in_netns
 
 

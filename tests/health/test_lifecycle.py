@@ -25,7 +25,8 @@ from health_helpers import (
 )
 
 from lb.lab.daemon import LabDaemon
-from lb.lab.veth import VethLab, settle
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle
 
 # The slow-start ramp is re-applied by the daemon every 0.5 s (Controller._tick).
 RAMP_TICK = 0.5

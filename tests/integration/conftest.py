@@ -15,7 +15,8 @@ import pytest
 
 from lb.control.service import Balancer, VipState, vip_key
 from lb.lab.daemon import fresh_lab
-from lb.lab.veth import VethLab, kernel_xdp_mode
+from lb.lab.namespaces import kernel_xdp_mode
+from lb.lab.veth import VethLab
 from lb.xdp import loader
 from lb.xdp.config import Sizes
 from lb.xdp.maps import Dataplane

@@ -8,7 +8,8 @@ import pytest
 from scapy.layers.inet import TCP
 
 from lb.control.service import Balancer
-from lb.lab.veth import VethLab, wait_until
+from lb.lab.veth import VethLab
+from lb.lab.waits import wait_until
 from lb.xdp.maps import Dataplane
 
 FLOWS = 300

@@ -11,7 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import hexdump
 
-from lb.lab.veth import DECAP_SOURCE, DecapSlot
+from lb.lab.decap import DECAP_SOURCE, DecapSlot
 from lb.xdp import loader
 from lb.xdp.consts import XDP_DROP, XDP_PASS
 from lb.xdp.testrun import test_run

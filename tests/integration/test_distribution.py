@@ -9,7 +9,8 @@ import pytest
 from scapy.layers.inet import TCP, UDP
 
 from lb.control.service import Balancer
-from lb.lab.veth import VethLab, settle, wait_until
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle, wait_until
 from lb.xdp.flowhash import flow_hash
 from lb.xdp.maps import Dataplane
 

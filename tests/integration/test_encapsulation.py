@@ -14,7 +14,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import hexdump
 
-from lb.lab.veth import DecapSlot, VethLab, settle, wait_until
+from lb.lab.decap import DecapSlot
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle, wait_until
 from lb.xdp.flowhash import outer_source
 from lb.xdp.maps import Dataplane
 

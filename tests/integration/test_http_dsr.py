@@ -8,7 +8,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 
 from lb.control.service import Balancer
-from lb.lab.veth import VethLab, settle
+from lb.lab.veth import VethLab
+from lb.lab.waits import settle
 from lb.xdp.maps import Dataplane
 
 

@@ -13,16 +13,12 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
-from lb.lab.veth import (
-    DECAP_SOURCE,
-    DecapSlot,
-    LabError,
-    VethLab,
-    in_netns,
-    kernel_xdp_mode,
-    remove_leftovers,
-    wait_until,
-)
+from lb.lab.decap import DECAP_SOURCE, DecapSlot
+from lb.lab.errors import LabError
+from lb.lab.namespaces import kernel_xdp_mode, remove_leftovers
+from lb.lab.veth import VethLab
+from lb.lab.waits import wait_until
+from lb.netns import in_netns
 from lb.xdp import loader
 from lb.xdp.types import XdpMode
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.throughput import NS_PREFIX, VethPair
-from lb.lab.veth import remove_leftovers
+from lb.lab.namespaces import remove_leftovers
 
 pytestmark = pytest.mark.root
 

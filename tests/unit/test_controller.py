@@ -12,8 +12,9 @@ import pytest
 from fakes import FailingDataplane
 
 from lb.control.controller import Controller
+from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
 from lb.control.model import BackendSpec, ConfigDocument, VipSpec
-from lb.control.service import AlreadyExists, Balancer, CapacityError, InvalidInput, NotFound
+from lb.control.service import Balancer
 from lb.control.store import Store
 from lb.xdp.config import Sizes
 

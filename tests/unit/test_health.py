@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lb.control.health import Health, Monitor, ProbeKey, State, probe
+from lb.control.health import Health, Monitor, ProbeKey, State
 from lb.control.model import CheckSpec
+from lb.control.probes import probe
 
 LOCAL = ipaddress.ip_address("127.0.0.1")
 

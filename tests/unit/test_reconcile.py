@@ -8,7 +8,8 @@ import ipaddress
 import pytest
 from fakes import RecordingDataplane
 
-from lb.control.service import Balancer, CapacityError, VipTarget, vip_key
+from lb.control.errors import CapacityError
+from lb.control.service import Balancer, VipTarget, vip_key
 from lb.xdp.config import Sizes
 from lb.xdp.consts import VipFlag
 

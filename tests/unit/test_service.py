@@ -8,14 +8,8 @@ from collections import Counter
 import pytest
 from fakes import RecordingDataplane
 
-from lb.control.service import (
-    AlreadyExists,
-    Balancer,
-    CapacityError,
-    InvalidInput,
-    NotFound,
-    vip_key,
-)
+from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
+from lb.control.service import Balancer, vip_key
 from lb.xdp.config import Sizes
 
 SIZES = Sizes(max_vips=2, max_backends=4, ring_size=13)
