@@ -8,7 +8,7 @@ import time
 from lb.control.etcd import Etcd
 from lb.control.fleet import Fleet, target_key
 from lb.control.health import State
-from lb.lab.veth import wait_until
+from lb.lab.waits import wait_until
 
 
 def _fleet(etcd1, prefix, name, **kw) -> Fleet:
