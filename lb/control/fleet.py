@@ -10,7 +10,6 @@ rings built from committed state and fleet verdicts are the same on every host.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -31,16 +30,6 @@ TargetKey = str
 
 def target_key(vip_id: int, address: Address) -> TargetKey:
     return f"{vip_id}/{address}"
-
-
-def ring_digest(ring: Sequence[Address | None]) -> str:
-    """A short digest of a ring as the backends' addresses slot by slot (None: no backend).
-    Backend indexes differ between hosts; addresses do not, so equal rings digest equal."""
-    h = hashlib.blake2b(digest_size=8)
-    for address in ring:
-        h.update(address.packed if address is not None else b"-")
-        h.update(b"|")
-    return h.hexdigest()
 
 
 def fleet_verdict(verdicts: Sequence[State]) -> State:

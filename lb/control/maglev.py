@@ -39,7 +39,8 @@ import array
 import functools
 import hashlib
 import heapq
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Mapping, Sequence
 
 try:
     from lb.control import _maglev
@@ -210,3 +211,18 @@ def _is_prime(n: int) -> bool:
         else:
             return False
     return True
+
+
+def ring_digest(slots: Sequence[int],
+                addresses: Mapping[int, ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str:
+    """A short digest of a ring as the backends' addresses slot by slot: `slots` are backend
+    indexes, `addresses` what each index stands for. Indexes differ between hosts, addresses
+    do not: equal rings digest equal wherever their backends sit in the backend table."""
+    used = sorted({i for i in set(slots) if i in addresses},
+                  key=lambda i: addresses[i].packed)
+    rank = {i: r + 1 for r, i in enumerate(used)}  # 0: a slot naming no known backend
+    h = hashlib.blake2b(digest_size=8)
+    for i in used:
+        h.update(addresses[i].packed + b"|")
+    h.update(array.array("H", [rank.get(i, 0) for i in slots]).tobytes())
+    return h.hexdigest()

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
-from lb.control.maglev import build_ring
+from lb.control.maglev import build_ring, ring_digest
 from lb.control.model import ApplyReport
 from lb.xdp.consts import VipFlag
 from lb.xdp.maps import Dataplane, SettleScan, SettleVip
@@ -340,6 +340,15 @@ class Balancer:
 
     def in_any_ring(self, address: Address) -> bool:
         return self._backend_refs.get(address, 0) > 0
+
+    def ring_digest(self, key: VipKey) -> str | None:
+        """A digest of the VIP's ring as the kernel holds it, by backend address (equal on
+        every host whose ring is the same); None for a VIP this balancer does not have."""
+        state = self.vips.get(key)
+        if state is None:
+            return None
+        addresses = {i: a for a, i in self._backend_index.items()}
+        return ring_digest(self.dp.read_ring(state.num), addresses)
 
     def backend_index_or_none(self, address: Address) -> int | None:
         return self._backend_index.get(address)

@@ -6,8 +6,9 @@ import ipaddress
 
 import pytest
 
-from lb.control.fleet import HostReport, fleet_verdict, ring_digest
+from lb.control.fleet import HostReport, fleet_verdict
 from lb.control.health import State
+from lb.control.maglev import ring_digest
 
 UP, DOWN, UNKNOWN = State.UP, State.DOWN, State.UNKNOWN
 
@@ -33,12 +34,14 @@ def test_the_verdict_does_not_depend_on_the_order_hosts_are_read_in():
     assert fleet_verdict(vs) == fleet_verdict(list(reversed(vs))) == DOWN
 
 
-def test_equal_rings_digest_equal_and_a_moved_slot_changes_the_digest():
+def test_equal_rings_digest_equal_whatever_index_each_host_gave_the_backends():
     a, b = ipaddress.ip_address("10.1.0.2"), ipaddress.ip_address("fd00:1::2")
-    ring = [a, b, a, None]
-    assert ring_digest(ring) == ring_digest(list(ring))
-    assert ring_digest(ring) != ring_digest([b, a, a, None])
-    assert ring_digest(ring) != ring_digest([a, b, a])
+    here = ring_digest([1, 2, 1, 1], {1: a, 2: b})
+    there = ring_digest([7, 3, 7, 7], {3: b, 7: a})  # another host's backend table
+    assert here == there
+    assert here != ring_digest([2, 1, 1, 1], {1: a, 2: b})   # one slot moved
+    assert here != ring_digest([1, 2, 1], {1: a, 2: b})      # another ring size
+    assert here != ring_digest([1, 2, 1, 1], {1: a, 2: ipaddress.ip_address("10.1.0.3")})
 
 
 def test_a_host_report_survives_its_json_form():
