@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from lb.control import metrics, observed
 from lb.control.errors import AlreadyExists, InvalidInput, NotFound
+from lb.control.fleet import Fleet, target_key
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
     Address,
@@ -33,10 +34,20 @@ from lb.control.model import (
 )
 from lb.control.service import Balancer, VipTarget
 from lb.control.settler import Settler
-from lb.control.store import Store, Transaction
+from lb.control.store import RowWriter as Transaction
+from lb.control.store import StateStore
 from lb.xdp.types import VipKey
 
 log = logging.getLogger("lb.controller")
+
+# Slow start moves weights on wall-clock boundaries this far apart (seconds): every host of a
+# fleet that starts a ramp at the same boundary writes the same weights at the same step.
+RAMP_STEP_S = 1.0
+
+
+def ramp_start(now: float) -> float:
+    """The step boundary a ramp begun at wall-clock `now` starts from (the next one)."""
+    return math.ceil(now / RAMP_STEP_S) * RAMP_STEP_S
 
 
 def _with(vip: Vip, **changes: object) -> Vip:
@@ -48,16 +59,22 @@ class Controller:
     """Desired state in memory (as committed), the store it is persisted in, the balancer
     that mirrors it into the kernel, and the lock that serialises changes."""
 
-    def __init__(self, store: Store, balancer: Balancer, settle_interval_s: float = 0.0,
+    def __init__(self, store: StateStore, balancer: Balancer, settle_interval_s: float = 0.0,
                  tcp_idle_timeout_s: float = 900.0) -> None:
         self.store = store
         self.balancer = balancer
         self.lock = threading.RLock()
         self.vips: dict[int, Vip] = store.load()
+        self.revision = store.revision  # of the committed state the kernel holds
         # Backend address -> ids of the VIPs that have it (None: to be rebuilt when needed).
         self._users: dict[Address, set[int]] | None = self._index_users(self.vips)
         self._next_position = store.next_position()
         self.monitor: Monitor | None = None
+        # The fleet this host is one of (None: a single host); with fleet_health "fleet",
+        # rings use the fleet's verdicts instead of this host's own.
+        self.fleet: Fleet | None = None
+        self.fleet_health = "local"
+        self._digests: dict[int, str] = {}  # VIP id -> ring digest, kept while in a fleet
         self._any_checks = False  # some VIP has a health check (set by _sync_checks)
         # Slow start: when each ramping (VIP, backend) began; ramps end after slow_start_s.
         self._ramps: dict[Target, float] = {}
@@ -299,9 +316,14 @@ class Controller:
     def _state(self, vip_id: int, address: Address) -> State:
         """A backend's health; before its first verdict, UNKNOWN (counts as up), or DOWN if
         the kernel had it out of the ring when this daemon started."""
-        health = self.monitor.health((vip_id, address)) if self.monitor else None
-        if health is not None and health.state != State.UNKNOWN:
-            return health.state
+        if self.fleet is not None and self.fleet_health == "fleet":
+            verdict = self.fleet.verdict(target_key(vip_id, address))
+            if verdict != State.UNKNOWN:
+                return verdict
+        else:
+            health = self.monitor.health((vip_id, address)) if self.monitor else None
+            if health is not None and health.state != State.UNKNOWN:
+                return health.state
         return State.DOWN if (vip_id, address) in self._found_out else State.UNKNOWN
 
     def _target(self, vip: Vip) -> VipTarget:
@@ -326,25 +348,32 @@ class Controller:
         started = self._ramps.get((vip.id, backend.address))
         if started is None or vip.slow_start_s <= 0:
             return backend.weight
-        fraction = (time.monotonic() - started) / vip.slow_start_s
+        # On the last wall-clock step boundary: hosts that agree on the start agree on the
+        # weight, whenever within the step each of them computes it.
+        now = math.floor(time.time() / RAMP_STEP_S) * RAMP_STEP_S
+        fraction = max(0.0, now - started) / vip.slow_start_s
         if fraction >= 1:
             return backend.weight
         return max(1, math.ceil(backend.weight * fraction))
 
     def _change(self, write: Callable[[Transaction], dict[int, Vip]],
                 keys: Iterable[VipKey] | None) -> ApplyReport:
-        """Write rows, apply to the kernel, commit; on failure roll both back."""
-        with self.store.transaction() as tx:
-            new = write(tx)
-            scope = None if keys is None else set(keys)
-            before = self.vips
-            self._start_ramps(before, new)
-            try:
+        """Write rows, apply to the kernel, commit; on failure roll both back (a commit the
+        store refuses, e.g. a full disk or another host's change first, included)."""
+        scope = None if keys is None else set(keys)
+        kernel_touched = False
+        try:
+            with self.store.transaction() as tx:
+                new = write(tx)
+                self._start_ramps(self.vips, new, tx)
+                kernel_touched = True
                 report = self.balancer.reconcile(self._targets(new, scope), scope)
-            except BaseException:
-                # Put the kernel back to the committed state; the transaction rolls back.
+        except BaseException:
+            if kernel_touched:
+                # Put the kernel back to the committed state; the store rolled back.
                 self.balancer.reconcile(self._targets(self.vips, scope), scope)
-                raise
+            raise
+        self.revision = self.store.revision
         touched = self._commit_vips(new)
         if self._sync_checks():
             # A backend that joined a probe already running (another VIP checks it the same
@@ -352,6 +381,8 @@ class Controller:
             report.add(self.balancer.reconcile(self._targets(new, scope), scope))
         self._count(report)
         self._sync_slots(touched)
+        self._publish(None if scope is None else
+                      [v.id for v in new.values() if v.key in scope])
         return report
 
     @staticmethod
@@ -437,16 +468,21 @@ class Controller:
                 address, not (down and not self.balancer.in_any_ring(address)))
 
     def on_health(self, targets: list[Target], state: State, health: Health) -> None:
-        """A probe's verdict changed (called by the Monitor): re-decide the affected rings.
+        """A probe's verdict changed (called by the Monitor): re-decide the affected rings
+        (in a fleet on fleet verdicts: publish it, the rings follow the fleet's verdict).
         Health is observed state: nothing is written to the database."""
         metrics.HEALTH_TRANSITIONS.labels(str(state)).inc()
+        if self.fleet is not None:
+            self.fleet.report(health=self.local_verdicts())
+            if self.fleet_health == "fleet":
+                return
         with self.lock:
             self._found_out.difference_update(targets)
             vips = [self.vips[i] for i, _ in targets if i in self.vips]
             if state == State.UP and health.transitions > 1:  # back from down
                 for v in vips:
                     if v.slow_start_s > 0:
-                        self._ramps[(v.id, targets[0][1])] = time.monotonic()
+                        self._ramps[(v.id, targets[0][1])] = ramp_start(time.time())
             keys = {v.key for v in vips}
             report = self.balancer.reconcile(self._targets(self.vips, keys), keys)
             self._count(report)
@@ -455,16 +491,19 @@ class Controller:
                      state, targets[0][1] if targets else "-",
                      ",".join(str(v.id) for v in vips), report.ring_slots_written)
 
-    def _start_ramps(self, before: dict[int, Vip], after: dict[int, Vip]) -> None:
-        """Backends added to a VIP with slow start ramp up from now."""
-        now = time.monotonic()
+    def _start_ramps(self, before: dict[int, Vip], after: dict[int, Vip],
+                     source: Transaction | StateStore) -> None:
+        """Backends added to a VIP with slow start ramp up from the step boundary after they
+        were added: as committed, where the store keeps it (a fleet), else from now."""
+        now = time.time()
         for v in after.values():
             if v.slow_start_s <= 0:
                 continue
             old = {b.address for b in before[v.id].backends} if v.id in before else set()
             for b in v.backends:
                 if b.address not in old:
-                    self._ramps[(v.id, b.address)] = now
+                    added = source.added_at(v.id, b.address)
+                    self._ramps[(v.id, b.address)] = ramp_start(now if added is None else added)
 
     def start_settling(self) -> None:
         """Settle ring slots every settle_interval_s on a thread of its own until close() (the
@@ -473,9 +512,9 @@ class Controller:
 
     def _tick(self) -> None:
         """Re-apply ramping VIPs' weights about ten times per slow start; end finished ramps."""
-        while not self._stopping.wait(0.5):
+        while not self._stopping.wait(RAMP_STEP_S / 2 - time.time() % (RAMP_STEP_S / 2) + 0.01):
             with self.lock:
-                now = time.monotonic()
+                now = time.time()
                 keys = set()
                 for (vip_id, address), started in list(self._ramps.items()):
                     vip = self.vips.get(vip_id)
@@ -485,6 +524,93 @@ class Controller:
                         keys.add(vip.key)
                 if keys:
                     self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys))
+                    self._publish([v.id for v in self.vips.values() if v.key in keys])
+
+    # --- the fleet (lb.control.fleet) ----------------------------------------------
+    def attach_fleet(self, fleet: Fleet, fleet_health: str = "fleet") -> None:
+        """Be one host of `fleet`: publish this host's revision, rings and verdicts, and (with
+        fleet_health "fleet") build rings from the fleet's verdicts."""
+        with self.lock:
+            self.fleet, self.fleet_health = fleet, fleet_health
+            self._publish(None)
+            fleet.report(health=self.local_verdicts())
+
+    def local_verdicts(self) -> dict[str, State]:
+        """This host's own verdict on every checked (VIP, backend), by fleet target key."""
+        if self.monitor is None:
+            return {}
+        out = {}
+        with self.lock:
+            for v in self.vips.values():
+                if v.check is None or v.check.type == "none":
+                    continue
+                for b in v.backends:
+                    health = self.monitor.health((v.id, b.address))
+                    out[target_key(v.id, b.address)] = health.state if health else State.UNKNOWN
+        return out
+
+    def ring_digests(self) -> dict[int, str]:
+        """Every VIP's ring digest as the kernel holds it (Balancer.ring_digest), as last
+        published; computed afresh for every VIP when no fleet keeps them current."""
+        with self.lock:
+            if self.fleet is None:
+                self._refresh_digests(None)
+            return dict(self._digests)
+
+    def _refresh_digests(self, vip_ids: Iterable[int] | None) -> None:
+        """Recompute the digests of `vip_ids` (None: all) and forget VIPs that are gone."""
+        ids = list(self.vips) if vip_ids is None else [i for i in vip_ids if i in self.vips]
+        for i in ids:
+            digest = self.balancer.ring_digest(self.vips[i].key)
+            if digest is not None:
+                self._digests[i] = digest
+        for i in self._digests.keys() - self.vips.keys():
+            del self._digests[i]
+
+    def _publish(self, vip_ids: Iterable[int] | None) -> None:
+        """Tell the fleet this host's revision and the rings of `vip_ids` (None: all)."""
+        if self.fleet is None:
+            return
+        self._refresh_digests(vip_ids)
+        self.fleet.report(revision=self.revision, rings=self._digests)
+
+    def apply_committed(self, revision: int, vips: dict[int, Vip]) -> ApplyReport:
+        """A committed state seen by the store's watch (another host's change, or the fleet's
+        state after etcd came back): make it this host's, writing only slots that differ."""
+        with self.lock:
+            changed = [i for i in self.vips.keys() | vips.keys()
+                       if self.vips.get(i) != vips.get(i)]
+            self._start_ramps(self.vips, vips, self.store)
+            report = self.balancer.reconcile(self._targets(vips))
+            touched = self._commit_vips(vips)
+            if self._sync_checks():
+                report.add(self.balancer.reconcile(self._targets(vips)))
+            self._count(report)
+            self._sync_slots(touched)
+            self.revision = revision
+            self._publish(changed)
+            if self.fleet is not None:
+                self.fleet.report(health=self.local_verdicts())
+        log.info("fleet event=applied revision=%d vips=%d ring_slots_written=%d", revision,
+                 len(vips), report.ring_slots_written)
+        return report
+
+    def on_fleet_verdicts(self, changed: set[str]) -> None:
+        """The fleet's verdict on some (VIP, backend) changed: re-decide those VIPs' rings."""
+        if self.fleet_health != "fleet":
+            return
+        with self.lock:
+            ids = {int(k.split("/", 1)[0]) for k in changed}
+            keys = {self.vips[i].key for i in ids if i in self.vips}
+            if not keys:
+                return
+            report = self.balancer.reconcile(self._targets(self.vips, keys), keys)
+            self._count(report)
+            self._sync_slots({b.address for i in ids if i in self.vips
+                              for b in self.vips[i].backends})
+            self._publish(ids)
+        log.info("fleet event=verdicts_applied vips=%s ring_slots_written=%d",
+                 ",".join(str(i) for i in sorted(ids)), report.ring_slots_written)
 
     # --- observed state (lb.control.observed) ---------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:

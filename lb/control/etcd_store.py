@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,13 @@ def _vip_from_doc(vip_id: int, doc: dict[str, Any]) -> Vip:
                backends=backends, **VipSettings.model_validate(doc["settings"]).model_dump())
 
 
+def _added_at(docs: dict[int, dict[str, Any]], vip_id: int, address: Address) -> float | None:
+    for row in docs.get(vip_id, {}).get("backends", []):
+        if row["address"] == str(address):
+            return row.get("added_at")
+    return None
+
+
 class Transaction:
     """Writes of one change, buffered over the store's applied documents until commit."""
 
@@ -77,7 +85,7 @@ class Transaction:
     def put_backend(self, vip_id: int, backend: BackendSpec, position: int) -> None:
         rows = self.docs[vip_id]["backends"]
         row = {"address": str(backend.address), "weight": backend.weight,
-               "drain": backend.drain, "position": position}
+               "drain": backend.drain, "position": position, "added_at": time.time()}
         for r in rows:
             if r["address"] == row["address"]:
                 r.update(weight=backend.weight, drain=backend.drain)
@@ -85,6 +93,9 @@ class Transaction:
         else:
             rows.append(row)
         self.changed.add(vip_id)
+
+    def added_at(self, vip_id: int, address: Address) -> float | None:
+        return _added_at(self.docs, vip_id, address)
 
     def delete_backend(self, vip_id: int, address: Address) -> None:
         doc = self.docs[vip_id]
@@ -171,6 +182,11 @@ class EtcdStore:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+    def added_at(self, vip_id: int, address: Address) -> float | None:
+        """When the backend joined the VIP, as committed by the host that added it."""
+        with self._lock:
+            return _added_at(self._docs, vip_id, address)
 
     def next_position(self) -> int:
         """The position after every backend's (positions order a VIP's backends)."""

@@ -1,4 +1,10 @@
-"""The desired-state database: VIPs and backends persisted in SQLite, changed in transactions.
+"""The desired-state store: its interface (`StateStore`), and SQLite, the single-host default.
+
+Two stores implement `StateStore`: `Store` here (one SQLite file, a single host) and
+`lb.control.etcd_store.EtcdStore` (a fleet's shared state in etcd). The controller knows
+only the interface.
+
+SQLite:
 
 A change is written inside a transaction that the caller commits only after the data plane
 took it (see lb.control.controller): an acknowledged change is on disk (WAL, synchronous=FULL),
@@ -11,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
 
@@ -43,7 +50,34 @@ CREATE TABLE IF NOT EXISTS backends (
 
 
 class StoreError(RuntimeError):
-    """The database cannot be opened or is of another schema version."""
+    """The store cannot be opened, is of another schema version, or refused a commit."""
+
+
+class RowWriter(Protocol):
+    """The writes of one change, committed or dropped as a whole by `StateStore.transaction`."""
+
+    def insert_vip(self, spec: VipSpec) -> int: ...
+    def delete_vip(self, vip_id: int) -> None: ...
+    def set_settings(self, vip_id: int, settings: VipSettings) -> None: ...
+    def put_backend(self, vip_id: int, backend: BackendSpec, position: int) -> None: ...
+    def delete_backend(self, vip_id: int, address: Address) -> None: ...
+    def added_at(self, vip_id: int, address: Address) -> float | None: ...
+
+
+class StateStore(Protocol):
+    """Where desired state is kept; `revision` orders its committed states (0: not kept)."""
+
+    path: Path
+    revision: int
+
+    def load(self) -> dict[int, Vip]: ...
+    def next_position(self) -> int: ...
+    def transaction(self) -> AbstractContextManager[RowWriter]: ...
+    def close(self) -> None: ...
+    def added_at(self, vip_id: int, address: Address) -> float | None:
+        """When the backend joined the VIP (wall clock, as committed), if the store keeps it:
+        a fleet's hosts ramp slow start from that moment."""
+        ...
 
 
 class Transaction:
@@ -73,6 +107,9 @@ class Transaction:
             "DO UPDATE SET weight = excluded.weight, drain = excluded.drain",
             (vip_id, str(backend.address), backend.weight, int(backend.drain), position))
 
+    def added_at(self, vip_id: int, address: Address) -> float | None:
+        return None  # a single host ramps from the moment it applies the change
+
     def delete_backend(self, vip_id: int, address: Address) -> None:
         self._db.execute("DELETE FROM backends WHERE vip_id = ? AND address = ?",
                          (vip_id, str(address)))
@@ -83,6 +120,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.revision = 0  # a single host: the committed state is the only one
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
@@ -103,6 +141,9 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def added_at(self, vip_id: int, address: Address) -> float | None:
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
