@@ -233,6 +233,12 @@ class EtcdStore:
         revisions already held and are skipped). Resumes after the last revision seen when
         the stream breaks; reads the whole prefix again when that revision was compacted."""
         while not stop.is_set():
+            if self.from_local_copy:  # started while etcd was away: read it all once back
+                vips = self.load()
+                if self.from_local_copy:
+                    stop.wait(1.0)
+                    continue
+                apply(self.revision, vips)
             try:
                 for batch in self.etcd.watch_prefix(self.prefix, self.revision + 1, stop):
                     with self._lock:
@@ -253,7 +259,9 @@ class EtcdStore:
                 if on_error:
                     on_error(e)
                 try:
-                    self.load()
+                    vips = self.load()  # compacted past our revision: read it all again
+                    if not self.from_local_copy:
+                        apply(self.revision, vips)
                 except StoreError:
                     pass
                 stop.wait(1.0)

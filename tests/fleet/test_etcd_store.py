@@ -129,3 +129,30 @@ def test_a_3_member_cluster_takes_changes_with_one_member_down(etcd3, prefix, tm
     etcd3.stop(etcd3.members[0])  # the first endpoint a tries: it must move on
     _add_vip(a, "10.100.0.2")
     assert len(_store(etcd3.endpoints[1:], prefix, tmp_path, "b").load()) == 2
+
+
+def test_a_host_started_without_etcd_catches_up_when_it_returns(etcd1, prefix, tmp_path):
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    a.load()
+    _add_vip(a, "10.100.0.1")
+    # b restarts with the first endpoint dead and etcd "away": it runs on its local copy...
+    b = EtcdStore(Etcd(["http://127.0.0.1:9"], timeout_s=0.5), prefix, a.path)
+    assert list(b.load()) and b.from_local_copy
+    later = _add_vip(a, "10.100.0.2")  # ...while the fleet moves on
+    b.etcd = Etcd(etcd1.endpoints, timeout_s=1.0)  # etcd answers again
+    applied, got, stop = [], threading.Event(), threading.Event()
+
+    def apply(revision, vips):
+        applied.append(vips)
+        got.set()
+
+    t = threading.Thread(target=b.follow, args=(apply, stop))
+    t.start()
+    try:
+        assert got.wait(10)
+        assert later in applied[-1] and not b.from_local_copy
+        with b.transaction() as tx:  # and takes changes again
+            tx.delete_vip(later)
+    finally:
+        stop.set()
+        t.join(10)
