@@ -202,25 +202,26 @@ def emit(name: str, report: dict[str, Any], render: Callable[[dict[str, Any]], s
 
 # --- the command line --------------------------------------------------------------------------
 def flag(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
-         metavar: str | None = None) -> Any:
-    """An Options field that is also a flag: --<field-name> with this default and help.
+         metavar: str | None = None, group: str | None = None) -> Any:
+    """An Options field that is also a flag: --<field-name> with this default and help (which
+    gets "(default ...)" appended unless the default is None), in --help's `group` if given.
 
     The type is `type`, else that of the default (a tuple default takes a comma-separated
     list of ints); a bool field is a switch: --<name> when it defaults to False, --no-<name>
     when it defaults to True (then `help` says what --no-<name> does)."""
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "type": type, "metavar": metavar})
+    return dataclasses.field(default=default, metadata={"help": help, "type": type,
+                                                        "metavar": metavar, "group": group})
 
 
 def int_list(text: str) -> tuple[int, ...]:
-    """A comma-separated list of positive ints, as a flag's type."""
+    """A comma-separated list of ints >= 0 (counts, CPU numbers), as a flag's type."""
     try:
         values = tuple(int(v) for v in text.split(",") if v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of ints: {text!r}") \
             from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"counts must be >= 1: {text!r}")
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"not a list of ints >= 0: {text!r}")
     return values
 
 
@@ -230,23 +231,27 @@ def parser(name: str, description: str, examples: str, options: type) -> argpars
     p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description,
                                 epilog=examples,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(options):
         if "help" not in f.metadata:
             continue
-        dashed = f.name.replace("_", "-")
-        meta = f.metadata
+        meta, dashed = f.metadata, f.name.replace("_", "-")
+        at = p if meta["group"] is None else \
+            groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
         if isinstance(f.default, bool):
             on = f"--{dashed}" if not f.default else f"--no-{dashed}"
-            p.add_argument(on, dest=f.name, action="store_false" if f.default else "store_true",
-                           help=meta["help"])
+            at.add_argument(on, dest=f.name, action="store_false" if f.default else "store_true",
+                            help=meta["help"])
             continue
-        kind, default = meta["type"], f.default
+        kind, default, text = meta["type"], f.default, meta["help"]
         if isinstance(default, tuple):
             kind, default = kind or int_list, ",".join(map(str, default))
         elif kind is None and default is not None:
             kind = type(default)
-        p.add_argument(f"--{dashed}", dest=f.name, type=kind, default=default,
-                       metavar=meta["metavar"], help=f"{meta['help']} (default %(default)s)")
+        if default is not None:
+            text += " (default %(default)s)"
+        at.add_argument(f"--{dashed}", dest=f.name, type=kind, default=default,
+                        metavar=meta["metavar"], help=text)
     p.add_argument("--json", type=Path, default=RESULTS_DIR, metavar="PATH",
                    help="where to write the JSON: a file, or a directory to write "
                         f"{name}-<UTC timestamp>.json in (default: bench/results)")

@@ -670,9 +670,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
                    help="exit 2 when a figure misses its target")
     a = p.parse_args(argv)
     if min(a.changes, a.backends, a.build_runs, a.diff_samples, a.fanout_vips,
-           a.fanout_rounds) < 1 or a.warmup < 0:
-        p.error("--changes, --backends, --build-runs, --diff-samples, --fanout-vips and "
-                "--fanout-rounds must be >= 1; --warmup >= 0")
+           a.fanout_rounds, *a.build_sizes, *a.diff_sizes) < 1 or a.warmup < 0:
+        p.error("--changes, --backends, --build-runs, --diff-samples, --fanout-vips, "
+                "--fanout-rounds and the counts of --build-sizes and --diff-sizes must be "
+                ">= 1; --warmup >= 0")
     if not 2 <= a.fanout_backends <= a.pool + 1:
         p.error("--fanout-backends must be 2..--pool + 1")
     return options_from(Options, a), a

@@ -125,7 +125,7 @@ class Options:
     vips_v4: int = flag(16, "IPv4 VIPs configured")
     vips_v6: int = flag(4, "IPv6 VIPs configured")
     backends: int = flag(8, "backends per VIP")
-    cpu: int | None = flag(None, "CPU to pin to (None: the highest allowed one); -1: do not pin",
+    cpu: int | None = flag(None, "CPU to pin to (default: the highest allowed one); -1: do not pin",
                            type=int)
     per_call: int = flag(0, "also time CALLS calls of repeat=1 per figure (0: off)",
                          metavar="CALLS")

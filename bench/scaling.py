@@ -162,7 +162,7 @@ class Options:
     backends: tuple[int, ...] = flag((10, 1000), "backends per VIP")
     vips: tuple[int, ...] = flag((1, 512), "VIPs")
     conn_table_size: int = flag(1 << 22, "connection-table entries per CPU per family")
-    cpu: int | None = flag(None, "CPU to pin to (None: the highest allowed one)", type=int)
+    cpu: int | None = flag(None, "CPU to pin to (default: the highest allowed one)", type=int)
     memory: bool = flag(True, "no memory table")
     per_packet: bool = True
     max_alloc_gib: float = flag(2.0, "load at the maxima only if their maps fit this")
@@ -579,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
                EXAMPLES, Options)
     p.add_argument("--memory-only", action="store_true", help="only the memory table")
     a = p.parse_args(argv)
-    if min(a.repeat, a.repeat_new, a.runs) < 1:
+    if min(a.repeat, a.repeat_new, a.runs, *a.flows, *a.backends, *a.vips) < 1:
         p.error("counts must be >= 1")
     if max(a.backends) > Sizes.max_backends - 1:
         p.error(f"--backends at most {Sizes.max_backends - 1}")
