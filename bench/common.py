@@ -262,8 +262,9 @@ def parser(name: str, description: str, examples: str, options: type) -> argpars
 def options_from(options: type[T], args: argparse.Namespace, **fields: Any) -> T:
     """An `options` instance from parsed args: every flag() field, json_path from --json /
     --no-json (None: no JSON), then `fields` (which win)."""
-    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(options)
-                              if "help" in f.metadata}
+    fields_of: Any = options  # a dataclass type (mypy cannot say so of a TypeVar)
+    values: dict[str, Any] = {f.name: getattr(args, f.name)
+                              for f in dataclasses.fields(fields_of) if "help" in f.metadata}
     values["json_path"] = None if args.no_json else args.json
     return options(**{**values, **fields})
 

@@ -9,23 +9,6 @@ from lb.control.maglev import build_ring
 SMALL_RING = 1009  # a prime: rings of a few backends build in well under a millisecond
 
 
-def test_percentile_interpolates_between_ranks_like_numpy():
-    values = list(range(1, 101))  # 1..100, given shuffled below
-    shuffled = values[::2] + values[1::2]
-    assert bc.percentile(shuffled, 50) == pytest.approx(50.5)
-    assert bc.percentile(shuffled, 99) == pytest.approx(99.01)
-    assert bc.percentile(shuffled, 0) == 1
-    assert bc.percentile(shuffled, 100) == 100
-    assert bc.percentile([7.0], 99) == 7.0
-
-
-def test_percentile_of_nothing_or_out_of_range_is_an_error():
-    with pytest.raises(ValueError):
-        bc.percentile([], 50)
-    with pytest.raises(ValueError):
-        bc.percentile([1.0], 101)
-
-
 def test_the_minimum_is_the_removed_backends_slots_or_the_added_backends_share():
     old = [1, 2, 3, 1, 2, 3, 1]
     removed = [2, 3, 3, 3, 2, 3, 2]  # backend 1 out: its 3 slots must change, 1 more did
