@@ -225,10 +225,12 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def parser(name: str, description: str, examples: str, options: type) -> argparse.ArgumentParser:
-    """The parser of `python -m bench.<name>`: a flag for every flag() field of `options`,
-    then --json PATH and --no-json; --help ends with `examples`."""
-    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description,
+def parser(name: str, examples: str, options: type) -> argparse.ArgumentParser:
+    """The parser of `python -m bench.<name>`: described by its module docstring, a flag for
+    every flag() field of `options`, then --json PATH and --no-json; --help ends with
+    `examples`."""
+    doc = sys.modules[options.__module__].__doc__ or ""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.strip(),
                                 epilog=examples,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     groups: dict[str, argparse._ArgumentGroup] = {}

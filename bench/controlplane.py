@@ -42,27 +42,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import (
-    RESULTS_DIR,
-    Result,
-    by_name,
-    emit,
-    flag,
-    heading,
-    host_facts,
-    is_root,
-    log,
-    number,
-    options_from,
-    parser,
-    percentile,
-    table,
-    unwind_on_sigterm,
-)
+from bench import common
+from bench.common import Result, flag, log
 from lb.control.maglev import DEFAULT_RING_SIZE, build_ring, ring_diff
 from lb.xdp.consts import SLOT_BACKEND
 
-DEFAULT_JSON = RESULTS_DIR
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-controlplane/1"
 # Namespace prefix of the benchmark's lab (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbc"
@@ -163,7 +148,7 @@ def summary_ms(values_s: Sequence[float]) -> dict:
     """Median, p99, min, max of durations in seconds, as ms."""
     ms = [v * 1e3 for v in values_s]
     return {"n": len(ms), "median_ms": round(statistics.median(ms), 3),
-            "p99_ms": round(percentile(ms, 99), 3), "min_ms": round(min(ms), 3),
+            "p99_ms": round(common.percentile(ms, 99), 3), "min_ms": round(min(ms), 3),
             "max_ms": round(max(ms), 3)}
 
 
@@ -600,7 +585,7 @@ def build_report(opts: Options, host: dict, builds: dict, diffs: dict,
                   "build_sizes": list(opts.build_sizes), "diff_sizes": list(opts.diff_sizes),
                   "diff_samples": opts.diff_samples,
                   **({"daemon": live["daemon"]} if live else {"daemon": None})},
-        "figures": by_name(figures),
+        "figures": common.by_name(figures),
         "builds": builds,
         "diffs": diffs,
         **({"latency": live["latency"], "fanout": live["fanout"]} if live else {}),
@@ -610,8 +595,8 @@ def build_report(opts: Options, host: dict, builds: dict, diffs: dict,
 def _value(f: dict) -> str:
     if "p99" in f:
         return f"{f['value']:.1f} / {f['p99']:.1f} ms"
-    return number(f["value"], ".2f", "x") if f["unit"] == "x" else \
-        number(f["value"], ".1f", f" {f['unit']}")
+    return common.number(f["value"], ".2f", "x") if f["unit"] == "x" else \
+        common.number(f["value"], ".1f", f" {f['unit']}")
 
 
 def _target(f: dict) -> str:
@@ -621,12 +606,12 @@ def _target(f: dict) -> str:
 def render(report: dict) -> str:
     """The human table: host facts, one line per figure with its target and result."""
     h, s = report["host"], report["setup"]
-    lines = heading("Control-plane benchmark: from an API call to the kernel rings", h,
-                    f"  rings of {s['ring_size']} slots; daemon sized for {s['max_vips']} VIPs, "
-                    f"{s['max_backends']} backends")
-    lines.append(table([[f["label"], _value(f), _target(f), f["result"]]
-                        for f in report["figures"].values()],
-                       ["figure", "value", "target", "result"], "lrrl"))
+    lines = common.heading("Control-plane benchmark: from an API call to the kernel rings", h,
+                           f"  rings of {s['ring_size']} slots; daemon sized for "
+                           f"{s['max_vips']} VIPs, {s['max_backends']} backends")
+    lines.append(common.table([[f["label"], _value(f), _target(f), f["result"]]
+                               for f in report["figures"].values()],
+                              ["figure", "value", "target", "result"], "lrrl"))
     if "latency" in report:
         lat, fan = report["latency"], report["fanout"]
         lines += [
@@ -661,11 +646,7 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    p = parser("controlplane",
-               "Time the control plane: an API change until the kernel ring reflects it (a "
-               "real `lb run` daemon on a veth lab), Maglev ring builds, slots rewritten per "
-               "change against the minimum, and one backend taken out of 512 VIPs. Needs root "
-               "for the daemon figures.", EXAMPLES, Options)
+    p = common.parser("controlplane", EXAMPLES, Options)
     p.add_argument("--fail-on-miss", action="store_true",
                    help="exit 2 when a figure misses its target")
     a = p.parse_args(argv)
@@ -676,15 +657,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
                 ">= 1; --warmup >= 0")
     if not 2 <= a.fanout_backends <= a.pool + 1:
         p.error("--fanout-backends must be 2..--pool + 1")
-    return options_from(Options, a), a
+    return common.options_from(Options, a), a
 
 
 def main(argv: list[str] | None = None) -> int:
     opts, args = parse_args(argv)
-    if opts.live and not is_root("controlplane", "the daemon figures; or use --no-live"):
+    if opts.live and not common.is_root("controlplane", "the daemon figures; or use --no-live"):
         return 1
-    unwind_on_sigterm()
-    host = host_facts()
+    common.unwind_on_sigterm()
+    host = common.host_facts()
     log(f"ring builds: {', '.join(map(str, opts.build_sizes))} backends, "
         f"{opts.build_runs} runs each ...")
     builds = time_builds(opts.build_sizes, opts.build_runs, opts.ring_size)
@@ -692,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     diffs = diff_figures(opts.diff_sizes, opts.diff_samples, opts.ring_size)
     live = run_live(opts) if opts.live else None
     report = build_report(opts, host, builds, diffs, live)
-    emit("controlplane", report, render, opts.json_path)
+    common.emit("controlplane", report, render, opts.json_path)
     if args.fail_on_miss and any(f["result"] == "missed" for f in report["figures"].values()):
         return 2
     return 0

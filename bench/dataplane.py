@@ -40,22 +40,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from bench.common import (
-    RESULTS_DIR,
-    Result,
-    bpf_facts,
-    by_name,
-    emit,
-    flag,
-    heading,
-    is_root,
-    log,
-    number,
-    options_from,
-    parser,
-    table,
-)
-from bench.common import host_facts as _host_facts
+from bench import common
+from bench.common import Result, flag, log
 from lb.control.service import Balancer, vip_key
 from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig, Sizes
@@ -67,7 +53,7 @@ from lb.xdp.testrun import TestRunResult, test_run
 
 BENCH_DIR = Path(__file__).resolve().parent
 FLOORS_FILE = BENCH_DIR / "floors.c"
-DEFAULT_JSON = RESULTS_DIR
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-dataplane/1"
 
 # Where the IPv4 source address sits in an untagged frame: what the new-flow case varies.
@@ -430,7 +416,7 @@ def configure(dp: Dataplane, opts: Options) -> None:
 def host_facts(opts: Options) -> dict:
     """What the numbers depend on besides the code: the host (bench.common.host_facts), the
     pinned CPU and the BPF settings."""
-    return _host_facts(pinned_cpu=opts.cpu, **bpf_facts())
+    return common.host_facts(pinned_cpu=opts.cpu, **common.bpf_facts())
 
 
 # --- running -------------------------------------------------------------------------------
@@ -525,14 +511,14 @@ def build_report(opts: Options, host: dict, cases: list[Subject],
             "floors_source": str(FLOORS_FILE),
             "floor_cflags": opts.floor_cflags(),
         },
-        "floors": by_name(floor_result(f) for f in floors),
-        "cases": by_name(case_result(c, floor_of[TARGETS[c.key][0]]) for c in cases),
+        "floors": common.by_name(floor_result(f) for f in floors),
+        "cases": common.by_name(case_result(c, floor_of[TARGETS[c.key][0]]) for c in cases),
     }
 
 
 # --- output --------------------------------------------------------------------------------
 def _ns(v: float | None) -> str:
-    return number(v, ".0f", none="INVALID")
+    return common.number(v, ".0f", none="INVALID")
 
 
 def _range(values: list, fmt: str) -> str:
@@ -543,7 +529,7 @@ def render(report: dict) -> str:
     """The human table: header facts, one line per figure, the floors, then any problems."""
     h, m, s = report["host"], report["method"], report["setup"]
     sz, cf, mit = s["sizes"], s["configured"], h["mitigations"]
-    lines = heading(
+    lines = common.heading(
         "Data-plane benchmark: ns per packet through BPF_PROG_TEST_RUN", h,
         f"  mitigations: SRSO {mit['spec_rstack_overflow']}; "
         f"spectre_v2 {(mit['spectre_v2'] or '').split(';')[0]}",
@@ -559,12 +545,12 @@ def render(report: dict) -> str:
     for c in report["cases"].values():
         floor = report["floors"][c["floor"]]
         rows.append([c["label"], _ns(c["ns"]), _range(c["runs_ns"], "d") if c["valid"] else "",
-                     floor["label"], _ns(floor["ns"]), number(c["ratio"], ".2f", "x"),
+                     floor["label"], _ns(floor["ns"]), common.number(c["ratio"], ".2f", "x"),
                      _range(c["ratio_runs"], ".2f"),
                      f"<={c['target_ratio']}x" if c["target_ratio"] else "(none)",
                      c["result"]])
-    lines.append(table(rows, ["figure", "ns/pkt", "min-max", "floor", "floor ns", "ratio",
-                              "min-max", "target", "result"], "lrrlrrrrl"))
+    lines.append(common.table(rows, ["figure", "ns/pkt", "min-max", "floor", "floor ns", "ratio",
+                                     "min-max", "target", "result"], "lrrlrrrrl"))
     lines += [
         "",
         "ns/pkt: median of the calls; ratio: median over rounds of the case over the mean of",
@@ -572,10 +558,10 @@ def render(report: dict) -> str:
         "",
         "floors (the same prologue, and only what is listed):",
     ]
-    lines.append(table([[f["label"], _ns(f["ns"]),
-                         _range(f["runs_ns"], "d") if f["valid"] else "", f["measured"]]
-                        for f in report["floors"].values()],
-                       ["floor", "ns/pkt", "min-max", "what it runs"], "lrrl"))
+    lines.append(common.table([[f["label"], _ns(f["ns"]),
+                                _range(f["runs_ns"], "d") if f["valid"] else "", f["measured"]]
+                               for f in report["floors"].values()],
+                              ["floor", "ns/pkt", "min-max", "what it runs"], "lrrl"))
     lines += ["", "what each figure measured, and what every call of it was checked for:"]
     for c in report["cases"].values():
         lines += [f"  {c['label']} ({c['frame_bytes']}-byte frame): {c['measured']}",
@@ -614,11 +600,7 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    p = parser("dataplane",
-               "Time the XDP balancer's paths (non-VIP pass, new flow, established, IPv6 "
-               "established) with BPF_PROG_TEST_RUN, next to an empty-pass floor and a "
-               "bare-encap floor, and check every call's path with the data plane's "
-               "counters. Needs root.", EXAMPLES, Options)
+    p = common.parser("dataplane", EXAMPLES, Options)
     p.add_argument("--extra-cflags", action="append", default=[], metavar="FLAG",
                    help="one more compiler flag for the balancer build (repeatable)")
     p.add_argument("--print-cflags", action="store_true",
@@ -631,8 +613,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         p.error("--repeat, --runs, --vips-v4, --vips-v6 and --backends must be >= 1; "
                 "--warmup and --per-call >= 0")
     cpu = max(os.sched_getaffinity(0)) if a.cpu is None else (None if a.cpu < 0 else a.cpu)
-    opts = options_from(Options, a, cpu=cpu, source=a.source.resolve(),
-                        extra_cflags=tuple(a.extra_cflags))
+    opts = common.options_from(Options, a, cpu=cpu, source=a.source.resolve(),
+                               extra_cflags=tuple(a.extra_cflags))
     try:
         opts.sizes()
     except ValueError as e:
@@ -650,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floors:   {FLOORS_FILE} (entries floor_pass, floor_encap)\n  "
               + " ".join([f"-I{loader.SOURCE_DIR}", *opts.floor_cflags()]))
         return 0
-    if not is_root("dataplane", "bpf(), BPF_PROG_TEST_RUN"):
+    if not common.is_root("dataplane", "bpf(), BPF_PROG_TEST_RUN"):
         return 1
     if opts.cpu is not None:
         os.sched_setaffinity(0, {opts.cpu})
@@ -680,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         for bpf in keep:
             bpf.cleanup()
 
-    emit("dataplane", report, render, opts.json_path)
+    common.emit("dataplane", report, render, opts.json_path)
     results = [c["result"] for c in report["cases"].values()]
     if "INVALID" in results or not all(f["valid"] for f in report["floors"].values()):
         return 1

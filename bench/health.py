@@ -34,24 +34,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import (
-    RESULTS_DIR,
-    Result,
-    by_name,
-    emit,
-    flag,
-    heading,
-    host_facts,
-    is_root,
-    log,
-    options_from,
-    parser,
-    percentile,
-    table,
-    unwind_on_sigterm,
-)
+from bench import common
+from bench.common import Result, flag, log
 
-DEFAULT_JSON = RESULTS_DIR
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-health/1"
 # Namespace prefix of the benchmark's lab (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbk"
@@ -172,7 +158,7 @@ def spread(schedule: list[dict], interval: float, window: float) -> dict:
             if s > latest - window:
                 starts_in_window += 1
                 phases[int((s % interval) / interval * 10) % 10] += 1
-    return {"jitter_ms": {"p50": statistics.median(gaps_ms), "p99": percentile(gaps_ms, 99),
+    return {"jitter_ms": {"p50": statistics.median(gaps_ms), "p99": common.percentile(gaps_ms, 99),
                           "max": max(gaps_ms), "gaps": len(gaps_ms)},
             "per_tenth": phases, "window_s": window, "starts_in_window": starts_in_window,
             "checks_per_s": starts_in_window / window}
@@ -271,7 +257,7 @@ def build_report(opts: Options, host: dict, m: dict) -> dict:
                "", tenth, even),
         Result("phase_max", "  most", max(sp["per_tenth"]), "", tenth, even),
     ]
-    return {"schema": SCHEMA, "host": host, "setup": m["setup"], "figures": by_name(figures),
+    return {"schema": SCHEMA, "host": host, "setup": m["setup"], "figures": common.by_name(figures),
             "measured": {"duration_s": opts.duration, "warmup_s": opts.warmup,
                          "idle_s": opts.idle, "cpu_source": "/proc/<pid>/stat utime+stime",
                          "final_states": m["final_states"],
@@ -288,11 +274,11 @@ def _cells(f: dict) -> list[str]:
 
 def render(report: dict) -> str:
     h, s = report["host"], report["setup"]
-    lines = heading("Health-check benchmark: the daemon checking many backends", h,
-                    f"  {s['probes']} probes: {s['vips']} VIPs x {s['backends_per_vip']} "
-                    f"backends, {s['listeners']}")
-    lines.append(table([_cells(f) for f in report["figures"].values()],
-                       ["figure", "value", "target / even", "result"], "lrrl"))
+    lines = common.heading("Health-check benchmark: the daemon checking many backends", h,
+                           f"  {s['probes']} probes: {s['vips']} VIPs x {s['backends_per_vip']} "
+                           f"backends, {s['listeners']}")
+    lines.append(common.table([_cells(f) for f in report["figures"].values()],
+                              ["figure", "value", "target / even", "result"], "lrrl"))
     m = report["measured"]
     lines += ["", f"per tenth of the interval (last {m['spread']['window_s']:g} s): "
               f"{m['spread']['per_tenth']}",
@@ -311,23 +297,20 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    p = parser("health",
-               "Measure what health checks cost a real `lb run` daemon on a veth lab: its CPU "
-               "use while it checks --probes TCP listeners every --interval seconds, and the "
-               "spread of check start times. Needs root.", EXAMPLES, Options)
+    p = common.parser("health", EXAMPLES, Options)
     a = p.parse_args(argv)
     if a.probes < 1 or a.interval <= 0 or a.timeout <= 0 or a.duration <= 0 or a.idle <= 0:
         p.error("--probes, --interval, --timeout, --duration and --idle must be > 0")
-    return options_from(Options, a)
+    return common.options_from(Options, a)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if not is_root("health", "bpf(), network namespaces"):
+    if not common.is_root("health", "bpf(), network namespaces"):
         return 1
-    unwind_on_sigterm()
-    report = build_report(opts, host_facts(), run(opts))
-    emit("health", report, render, opts.json_path)
+    common.unwind_on_sigterm()
+    report = build_report(opts, common.host_facts(), run(opts))
+    common.emit("health", report, render, opts.json_path)
     return 0
 
 

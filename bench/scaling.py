@@ -51,21 +51,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import (
-    RESULTS_DIR,
-    Result,
-    bpf_facts,
-    emit,
-    flag,
-    heading,
-    host_facts,
-    is_root,
-    log,
-    number,
-    options_from,
-    parser,
-    table,
-)
+from bench import common
+from bench.common import Result, flag, log
 from bench.dataplane import (
     ENCAP_V4_LEN,
     IPV4_SRC_OFFSET,
@@ -81,7 +68,7 @@ from bench.dataplane import Options as DataplaneOptions
 from lb.xdp.config import Sizes
 from lb.xdp.consts import CT_SAMPLE_MASK
 
-DEFAULT_JSON = RESULTS_DIR
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-scaling/1"
 TARGET_RATIO = 1.5
 # First source number of the new-flow case: far from the fill's 1..F.
@@ -507,16 +494,16 @@ def _x(v: float | None) -> str:
 
 
 def render(report: dict) -> str:
-    lines = heading("Scaling benchmark: ns per packet as the work grows, and map memory",
-                    report["host"])[:-1]
+    lines = common.heading("Scaling benchmark: ns per packet as the work grows, and map memory",
+                           report["host"])[:-1]
     m = report.get("method")
     if report.get("rows"):
         lines += [f"  repeat {m['repeat']:,} (new flow {m['repeat_new']:,}; cycling "
                   f"the flow count), {m['runs']} timed calls per figure + 1 warm-up; "
                   f"connection table {m['conn_table_size']:,} per CPU per family", ""]
-        lines.append(table(
+        lines.append(common.table(
             [[r["vips"], r["backends"], f"{r['flows']:,}", f"{r['flows_held']:,}", r["label"],
-              number(r["ns"], ".0f", none="INVALID"), r["floor"], f"{r['floor_ns']:.0f}",
+              common.number(r["ns"], ".0f", none="INVALID"), r["floor"], f"{r['floor_ns']:.0f}",
               _x(r["ratio_to_floor"]),
               "" if r["hit_share"] is None else f"{100 * r['hit_share']:.1f}%"]
              for r in report["rows"]],
@@ -552,7 +539,7 @@ def render(report: dict) -> str:
         lines.append("  default: " + ", ".join(f"{k} {v}" for k, v in sz["default"].items()))
         lines.append("  maxima:  " + ", ".join(f"{k} {v}" for k, v in sz["maxima"].items()))
         t = mem["total"]
-        lines.append(table(
+        lines.append(common.table(
             [[name, f"{r['default']['max_entries']:,}", fmt_bytes(r["default"]["memlock"]),
               f"{r['maxima']['max_entries']:,}", fmt_bytes(r["maxima"]["memlock"])]
              for name, r in mem["maps"].items()]
@@ -572,11 +559,7 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    p = parser("scaling",
-               "ns per packet of the balancer (BPF_PROG_TEST_RUN, -DLB_BENCH) for new and "
-               "established flows as flows in the table, backends and VIPs grow; kernel "
-               "memory of every map at default sizes and at the maxima. Needs root.",
-               EXAMPLES, Options)
+    p = common.parser("scaling", EXAMPLES, Options)
     p.add_argument("--memory-only", action="store_true", help="only the memory table")
     a = p.parse_args(argv)
     if min(a.repeat, a.repeat_new, a.runs, *a.flows, *a.backends, *a.vips) < 1:
@@ -584,7 +567,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if max(a.backends) > Sizes.max_backends - 1:
         p.error(f"--backends at most {Sizes.max_backends - 1}")
     cpu = max(os.sched_getaffinity(0)) if a.cpu is None else a.cpu
-    opts = options_from(Options, a, cpu=cpu, per_packet=not a.memory_only)
+    opts = common.options_from(Options, a, cpu=cpu, per_packet=not a.memory_only)
     try:
         opts.sizes()
     except ValueError as e:
@@ -594,11 +577,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if not is_root("scaling", "bpf(), BPF_PROG_TEST_RUN"):
+    if not common.is_root("scaling", "bpf(), BPF_PROG_TEST_RUN"):
         return 1
     os.sched_setaffinity(0, {opts.cpu})
     report: dict = {"schema": SCHEMA,
-                    "host": host_facts(pinned_cpu=opts.cpu, **bpf_facts()),
+                    "host": common.host_facts(pinned_cpu=opts.cpu, **common.bpf_facts()),
                     "method": {**{k: v for k, v in opts.__dict__.items() if k != "json_path"},
                                "new_flow": "prologue writes seq over the IPv4 source",
                                "cycling": "prologue counts through the fill's sources 1..F",
@@ -608,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"], report["targets"] = run_per_packet(opts)
     if opts.memory:
         report["memory"] = run_memory(opts)
-    emit("scaling", report, render, opts.json_path)
+    common.emit("scaling", report, render, opts.json_path)
     rows = report.get("rows", [])
     return 1 if any(not r["valid"] for r in rows) else 0
 

@@ -49,26 +49,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import (
-    BENCH_DIR,
-    RESULTS_DIR,
-    Result,
-    emit,
-    flag,
-    heading,
-    host_facts,
-    int_list,
-    is_root,
-    log,
-    options_from,
-    parser,
-    table,
-    unwind_on_sigterm,
-)
+from bench import common
+from bench.common import Result, flag, log
 from bench.dataplane import FLOORS_FILE
 
-SINK_FILE = BENCH_DIR / "sink.c"
-DEFAULT_JSON = RESULTS_DIR
+SINK_FILE = common.BENCH_DIR / "sink.c"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-throughput/1"
 # Namespace prefix of the veth topology (lb.lab.veth naming: <prefix><pid>-<seq>-<role>).
 NS_PREFIX = "lbtp"
@@ -199,7 +185,7 @@ class Options:
                                      type=_addresses)
     gen_cpus: tuple[int, ...] | None = flag(None, "CPUs trafgen runs on, one worker each "
                                                   "(default: one per RX queue, highest CPUs "
-                                                  "first)", type=int_list)
+                                                  "first)", type=common.int_list)
     interface: str | None = flag(None, "real-NIC mode: the interface to run on", group=NIC)
     peer_mac: str | None = flag(None, "balancer host: next-hop MAC of forwarded frames (the "
                                       "generator host's interface)", group=NIC)
@@ -605,7 +591,7 @@ def _pps(v: float | None) -> str:
 
 def render(report: dict) -> str:
     m = report["method"]
-    lines = heading(
+    lines = common.heading(
         "Throughput benchmark: packets per second forwarded, balancer vs XDP_TX floor",
         report["host"],
         f"  {m['rounds']} balancer windows of {m['duration_s']} s per row, each between two "
@@ -621,9 +607,9 @@ def render(report: dict) -> str:
                      f"{r['ratio']:.3f}" if r["ratio"] is not None else "-",
                      f"{min(rr):.3f}-{max(rr):.3f}" if rr else "",
                      f">={r['target_ratio']}", r["result"]])
-    lines.append(table(rows, ["mode", "queues", "gen CPUs", "floor pps", "balancer pps",
-                              "lb counter", "ratio", "min-max", "target", "result"],
-                       "lrrrrrrrrl"))
+    lines.append(common.table(rows, ["mode", "queues", "gen CPUs", "floor pps", "balancer pps",
+                                     "lb counter", "ratio", "min-max", "target", "result"],
+                              "lrrrrrrrrl"))
     lines += ["",
               "floor / balancer pps: median of the windows at the receiving end (veth: the "
               "sink on the peer;",
@@ -658,11 +644,7 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    p = parser("throughput",
-               "Packets per second the XDP balancer forwards on a live interface (a veth pair "
-               "it builds, or a real NIC), alternating with an XDP_TX floor in the same run; "
-               "reports balancer/floor. Needs root and trafgen (netsniff-ng).",
-               EXAMPLES, Options)
+    p = common.parser("throughput", EXAMPLES, Options)
     p.add_argument("--print-trafgen", action="store_true",
                    help="print the trafgen configuration (veth addresses) and exit")
     a = p.parse_args(argv)
@@ -672,7 +654,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         p.error("--interface (balancer host) needs --peer-mac")
     if a.generate and not (a.interface and a.dst_mac):
         p.error("--generate needs --interface and --dst-mac")
-    opts = options_from(Options, a)
+    opts = common.options_from(Options, a)
     return opts, a
 
 
@@ -683,14 +665,14 @@ def main(argv: list[str] | None = None) -> int:
                                 opts.vip_port) for s, p in flow_sources(opts.flows)]
         print(trafgen_config(frames), end="")
         return 0
-    if not is_root("throughput", "XDP, namespaces"):
+    if not common.is_root("throughput", "XDP, namespaces"):
         return 1
     if opts.generate:
         return run_generate(opts)
-    unwind_on_sigterm()
+    common.unwind_on_sigterm()
     cpus = sorted(os.sched_getaffinity(0))
     rows = run_nic(opts) if opts.interface else run_veth(opts)
-    host = host_facts()
+    host = common.host_facts()
     cpu_note = ("veth: the balancer's XDP runs in the NAPI poll on the CPU that sent the frame, "
                 "so on each generator CPU (trafgen pinned by taskset and cpu(N): prefixes); "
                 "threaded NAPI not used (stalls under trafgen on this kernel)"
@@ -706,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
                    "balancer": "lb/xdp/balancer.c, production build (no -DLB_BENCH)"},
         "rows": rows,
     }
-    emit("throughput", report, render, opts.json_path)
+    common.emit("throughput", report, render, opts.json_path)
     results = [r["result"] for r in rows]
     return 1 if "INVALID" in results else 0
 

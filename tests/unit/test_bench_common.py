@@ -31,8 +31,9 @@ def test_percentile_of_nothing_or_out_of_range_is_an_error():
 def test_every_benchmark_uses_the_one_percentile():
     from bench import controlplane, health
 
-    assert controlplane.percentile is common.percentile
-    assert health.percentile is common.percentile
+    ms = [float(v) for v in range(1, 101)]
+    assert controlplane.summary_ms([v / 1e3 for v in ms])["p99_ms"] == \
+        round(common.percentile(ms, 99), 3)
     schedule = [{"starts": [0.0, 1.0, 2.0 + k / 1000]} for k in range(100)]
     jitter = health.spread(schedule, 1.0, 7.0)["jitter_ms"]
     assert jitter["p99"] == pytest.approx(common.percentile([0.0] * 100 + list(range(100)), 99))
@@ -79,7 +80,7 @@ class _Options:
 
 
 def test_flags_are_made_from_the_options_fields_and_map_back_onto_them():
-    p = common.parser("x", "a test", "examples:\n  python -m bench.x", _Options)
+    p = common.parser("x", "examples:\n  python -m bench.x", _Options)
     opts = common.options_from(_Options, p.parse_args([]))
     assert opts == _Options()
     opts = common.options_from(_Options, p.parse_args(
@@ -94,4 +95,7 @@ def test_flags_are_made_from_the_options_fields_and_map_back_onto_them():
         p.parse_args(["--sizes", "1,x"])
     with pytest.raises(SystemExit):
         p.parse_args(["--fixed", "y"])
-    assert "(default 10,100)" in p.format_help() and "pinning:" in p.format_help()
+    text = p.format_help()
+    assert "(default 10,100)" in text and "pinning:" in text
+    assert text.rstrip().endswith("python -m bench.x")
+    assert __doc__.splitlines()[0] in text, "described by its module's docstring"

@@ -4,6 +4,7 @@
 import pytest
 
 from bench import controlplane as bc
+from bench.common import host_facts
 from lb.control.maglev import build_ring
 
 SMALL_RING = 1009  # a prime: rings of a few backends build in well under a millisecond
@@ -71,7 +72,7 @@ def test_the_table_shows_every_figure_with_its_target_without_a_daemon():
                       diff_samples=2, ring_size=SMALL_RING, live=False)
     builds = bc.time_builds(opts.build_sizes, opts.build_runs, opts.ring_size)
     diffs = bc.diff_figures(opts.diff_sizes, opts.diff_samples, opts.ring_size)
-    report = bc.build_report(opts, bc.host_facts(), builds, diffs, None)
+    report = bc.build_report(opts, host_facts(), builds, diffs, None)
     assert report["schema"] == bc.SCHEMA
     assert report["figures"]["build_1000"]["target"] == bc.TARGET_BUILD_1000_MS
     assert report["figures"]["build_10"]["result"] == "-"
