@@ -183,10 +183,10 @@ def json_file(path: Path, name: str, now: dt.datetime | None = None) -> Path:
 
 def write_json(report: dict[str, Any], path: Path, name: str) -> Path:
     """Write `report` (which holds its "host" facts, else they are added) as JSON to
-    json_file(path, name); returns the file written."""
+    json_file(path, name), the timestamp being the host facts' date; returns the file."""
     if "host" not in report:
         report = {"host": host_facts(), **report}
-    out = json_file(path, name)
+    out = json_file(path, name, dt.datetime.fromisoformat(report["host"]["date"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return out

@@ -57,6 +57,9 @@ def test_json_goes_to_a_timestamped_file_in_a_directory_or_to_the_file_named(tmp
     out = common.write_json({"schema": "s"}, tmp_path / "sub" / "r.json", "t")
     written = json.loads(out.read_text())
     assert written["schema"] == "s" and written["host"]["kernel"]  # host facts added
+    host = {**common.host_facts(), "date": now.isoformat()}
+    out = common.write_json({"host": host}, tmp_path, "t")
+    assert out == tmp_path / "t-20261202T160509Z.json", "named by the run's date"
 
 
 def test_host_facts_record_kernel_cpu_date_commit_and_command():
