@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import array
 import json
-import math
 import mmap
-import os
-import signal
 import socket
 import statistics
 import sys
@@ -45,12 +42,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.dataplane import host_facts, log
+from bench import common
+from bench.common import Result, flag, log
 from lb.control.maglev import DEFAULT_RING_SIZE, build_ring, ring_diff
 from lb.xdp.consts import SLOT_BACKEND
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_JSON = BENCH_DIR / "results" / "controlplane.json"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-controlplane/1"
 # Namespace prefix of the benchmark's lab (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbc"
@@ -95,23 +92,25 @@ class Options:
     live: run the daemon figures (root); without it only the in-process ones.
     """
 
-    changes: int = 200
-    warmup: int = 10
-    backends: int = 100
-    ring_size: int = DEFAULT_RING_SIZE
-    build_sizes: tuple[int, ...] = (10, 100, 1000, 4000)
-    build_runs: int = 9
-    diff_sizes: tuple[int, ...] = (100, 1000)
-    diff_samples: int = 20
-    fanout_vips: int = 512
-    fanout_backends: int = 100
-    pool: int = 4000
-    fanout_rounds: int = 3
-    per_vip_delete: bool = True
-    live: bool = True
-    conn_table_size: int = 16384
+    changes: int = flag(200, "timed API changes, half removals, half additions")
+    warmup: int = flag(10, "untimed API changes first")
+    backends: int = flag(100, "backends of the VIP the changes are made to")
+    ring_size: int = flag(DEFAULT_RING_SIZE, "Maglev ring slots per VIP, a prime")
+    build_sizes: tuple[int, ...] = flag((10, 100, 1000, 4000),
+                                        "backend counts whose ring build is timed",
+                                        metavar="N,N,...")
+    build_runs: int = flag(9, "timed builds per count, reported as their median")
+    diff_sizes: tuple[int, ...] = flag((100, 1000), "backend counts of the slots figure",
+                                       metavar="N,N,...")
+    diff_samples: int = flag(20, "removals and additions computed per count")
+    fanout_vips: int = flag(512, "VIPs sharing one backend")
+    fanout_backends: int = flag(100, "backends per fan-out VIP, the shared one included")
+    pool: int = flag(4000, "distinct backends the fan-out VIPs' others come from")
+    fanout_rounds: int = flag(3, "timed removals of the shared backend")
+    per_vip_delete: bool = flag(True, "do not also time one DELETE per fan-out VIP")
+    live: bool = flag(True, "skip the daemon figures (no root, no lab)")
+    conn_table_size: int = flag(16384, "the daemon's connection table, entries per family")
     json_path: Path | None = DEFAULT_JSON
-    cpu: int | None = None  # the benchmark never pins (the daemon is another process)
 
     @property
     def max_vips(self) -> int:
@@ -125,19 +124,6 @@ class Options:
 
 
 # --- pure logic ----------------------------------------------------------------------------
-def percentile(values: Sequence[float], pct: float) -> float:
-    """The pct-th percentile (0..100) of `values`, linearly interpolated between the two
-    nearest ranks (numpy's default); raises ValueError on no values."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= pct <= 100:
-        raise ValueError(f"pct must be 0..100, got {pct}")
-    ordered = sorted(values)
-    at = (len(ordered) - 1) * pct / 100
-    lo, hi = math.floor(at), math.ceil(at)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (at - lo)
-
-
 def slots_rewritten(old: Sequence[int], new: Sequence[int]) -> int:
     """Slots a diff write changes: where the rings (in one id space) differ."""
     return len(ring_diff(old, new))
@@ -162,7 +148,7 @@ def summary_ms(values_s: Sequence[float]) -> dict:
     """Median, p99, min, max of durations in seconds, as ms."""
     ms = [v * 1e3 for v in values_s]
     return {"n": len(ms), "median_ms": round(statistics.median(ms), 3),
-            "p99_ms": round(percentile(ms, 99), 3), "min_ms": round(min(ms), 3),
+            "p99_ms": round(common.percentile(ms, 99), 3), "min_ms": round(min(ms), 3),
             "max_ms": round(max(ms), 3)}
 
 
@@ -521,15 +507,23 @@ def run_live(opts: Options) -> dict:
 
 
 # --- report --------------------------------------------------------------------------------
+# What each kind of figure measured (its key's first word).
+MEASURED = {
+    "change": "from just before the HTTP request until the kernel ring (or the HTTP answer) "
+              "reflected the change",
+    "build": "lb.control.maglev.build_ring in this process, cold permutation cache",
+    "slots": "ring slots a change rewrites over the slots whose backend must change",
+    "fanout": "from just before the request(s) until no kernel ring names the backend",
+}
 def build_report(opts: Options, host: dict, builds: dict, diffs: dict,
                  live: dict | None) -> dict:
     """Everything measured, its targets and results, as one JSON-ready dict."""
-    figures: dict[str, dict] = {}
+    figures: list[Result] = []
 
     def figure(key: str, label: str, value: float | None, unit: str,
                target: float | None = None, **extra: object) -> None:
-        figures[key] = {"label": label, "value": value, "unit": unit, "target": target,
-                        "result": verdict(value, target), **extra}
+        figures.append(Result(key, label, value, unit, MEASURED[key.split("_")[0]], target,
+                              verdict(value, target), extra))
 
     if live:
         lat = live["latency"]
@@ -592,41 +586,33 @@ def build_report(opts: Options, host: dict, builds: dict, diffs: dict,
                   "build_sizes": list(opts.build_sizes), "diff_sizes": list(opts.diff_sizes),
                   "diff_samples": opts.diff_samples,
                   **({"daemon": live["daemon"]} if live else {"daemon": None})},
-        "figures": figures,
+        "figures": common.by_name(figures),
         "builds": builds,
         "diffs": diffs,
         **({"latency": live["latency"], "fanout": live["fanout"]} if live else {}),
     }
 
 
-def _value(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.2f}x" if unit == "x" else f"{v:.1f} {unit}"
+def _value(f: dict) -> str:
+    if "p99" in f:
+        return f"{f['value']:.1f} / {f['p99']:.1f} ms"
+    return common.number(f["value"], ".2f", "x") if f["unit"] == "x" else \
+        common.number(f["value"], ".1f", f" {f['unit']}")
 
 
-def _target(v: float | None, unit: str) -> str:
-    return "" if v is None else f"< {v:g} {unit}"
+def _target(f: dict) -> str:
+    return "" if f["target"] is None else f"< {f['target']:g} {f['unit']}"
 
 
 def render(report: dict) -> str:
     """The human table: host facts, one line per figure with its target and result."""
     h, s = report["host"], report["setup"]
-    lines = [
-        "Control-plane benchmark: from an API call to the kernel rings",
-        f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, {h['date']}",
-        f"  rings of {s['ring_size']} slots; daemon sized for {s['max_vips']} VIPs, "
-        f"{s['max_backends']} backends",
-        "",
-    ]
-    head = f"{'figure':<52}{'value':>17}{'target':>12}  result"
-    lines += [head, "-" * len(head)]
-    for f in report["figures"].values():
-        value = _value(f["value"], f["unit"])
-        if "p99" in f:
-            value = f"{f['value']:.1f} / {f['p99']:.1f} ms"
-        lines.append(f"{f['label']:<52}{value:>17}{_target(f['target'], f['unit']):>12}  "
-                     f"{f['result']}")
+    lines = common.heading("Control-plane benchmark: from an API call to the kernel rings", h,
+                           f"  rings of {s['ring_size']} slots; daemon sized for "
+                           f"{s['max_vips']} VIPs, {s['max_backends']} backends")
+    lines.append(common.table([[f["label"], _value(f), _target(f), f["result"]]
+                               for f in report["figures"].values()],
+                              ["figure", "value", "target", "result"], "lrrl"))
     if "latency" in report:
         lat, fan = report["latency"], report["fanout"]
         lines += [
@@ -651,7 +637,7 @@ def render(report: dict) -> str:
 # --- CLI -----------------------------------------------------------------------------------
 EXAMPLES = """\
 examples:
-  python -m bench.controlplane                 # full run: table, bench/results/controlplane.json
+  python -m bench.controlplane                 # full run: table, bench/results/controlplane-*.json
   python -m bench.controlplane --no-live       # only ring builds and slot counts (no root)
   python -m bench.controlplane --changes 1000  # more API changes for a steadier p99
   python -m bench.controlplane --changes 50 --fanout-rounds 1 --no-per-vip-delete \\
@@ -660,90 +646,27 @@ examples:
 """
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of ints: {text!r}") \
-            from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"counts must be >= 1: {text!r}")
-    return values
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    d = Options()
-    p = argparse.ArgumentParser(
-        prog="python -m bench.controlplane",
-        description="Time the control plane: an API change until the kernel ring reflects "
-                    "it (a real `lb run` daemon on a veth lab), Maglev ring builds, slots "
-                    "rewritten per change against the minimum, and one backend taken out of "
-                    "512 VIPs. Needs root for the daemon figures.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--changes", type=int, default=d.changes,
-                   help="timed API changes, half removals, half additions (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=d.warmup,
-                   help="untimed API changes first (default %(default)s)")
-    p.add_argument("--backends", type=int, default=d.backends,
-                   help="backends of the VIP the changes are made to (default %(default)s)")
-    p.add_argument("--ring-size", type=int, default=d.ring_size,
-                   help="Maglev ring slots per VIP, a prime (default %(default)s)")
-    p.add_argument("--build-sizes", type=_sizes, default=d.build_sizes, metavar="N,N,...",
-                   help="backend counts whose ring build is timed (default 10,100,1000,4000)")
-    p.add_argument("--build-runs", type=int, default=d.build_runs,
-                   help="timed builds per count, reported as their median (default "
-                        "%(default)s)")
-    p.add_argument("--diff-sizes", type=_sizes, default=d.diff_sizes, metavar="N,N,...",
-                   help="backend counts of the slots figure (default 100,1000)")
-    p.add_argument("--diff-samples", type=int, default=d.diff_samples,
-                   help="removals and additions computed per count (default %(default)s)")
-    p.add_argument("--fanout-vips", type=int, default=d.fanout_vips,
-                   help="VIPs sharing one backend (default %(default)s)")
-    p.add_argument("--fanout-backends", type=int, default=d.fanout_backends,
-                   help="backends per fan-out VIP, the shared one included (default "
-                        "%(default)s)")
-    p.add_argument("--pool", type=int, default=d.pool,
-                   help="distinct backends the fan-out VIPs' others come from (default "
-                        "%(default)s)")
-    p.add_argument("--fanout-rounds", type=int, default=d.fanout_rounds,
-                   help="timed removals of the shared backend (default %(default)s)")
-    p.add_argument("--no-per-vip-delete", action="store_true",
-                   help="do not also time one DELETE per fan-out VIP")
-    p.add_argument("--no-live", action="store_true",
-                   help="skip the daemon figures (no root, no lab)")
-    p.add_argument("--conn-table-size", type=int, default=d.conn_table_size,
-                   help="the daemon's connection table, entries per family (default "
-                        "%(default)s)")
-    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
-                   help="where to write the JSON (default: bench/results/controlplane.json)")
-    p.add_argument("--no-json", action="store_true", help="write no JSON")
+    p = common.parser("controlplane", EXAMPLES, Options)
     p.add_argument("--fail-on-miss", action="store_true",
                    help="exit 2 when a figure misses its target")
     a = p.parse_args(argv)
     if min(a.changes, a.backends, a.build_runs, a.diff_samples, a.fanout_vips,
-           a.fanout_rounds) < 1 or a.warmup < 0:
-        p.error("--changes, --backends, --build-runs, --diff-samples, --fanout-vips and "
-                "--fanout-rounds must be >= 1; --warmup >= 0")
+           a.fanout_rounds, *a.build_sizes, *a.diff_sizes) < 1 or a.warmup < 0:
+        p.error("--changes, --backends, --build-runs, --diff-samples, --fanout-vips, "
+                "--fanout-rounds and the counts of --build-sizes and --diff-sizes must be "
+                ">= 1; --warmup >= 0")
     if not 2 <= a.fanout_backends <= a.pool + 1:
         p.error("--fanout-backends must be 2..--pool + 1")
-    opts = Options(changes=a.changes, warmup=a.warmup, backends=a.backends,
-                   ring_size=a.ring_size, build_sizes=a.build_sizes, build_runs=a.build_runs,
-                   diff_sizes=a.diff_sizes, diff_samples=a.diff_samples,
-                   fanout_vips=a.fanout_vips, fanout_backends=a.fanout_backends, pool=a.pool,
-                   fanout_rounds=a.fanout_rounds, per_vip_delete=not a.no_per_vip_delete,
-                   live=not a.no_live, conn_table_size=a.conn_table_size,
-                   json_path=None if a.no_json else a.json)
-    return opts, a
+    return common.options_from(Options, a), a
 
 
 def main(argv: list[str] | None = None) -> int:
     opts, args = parse_args(argv)
-    if opts.live and os.geteuid() != 0:
-        log("bench.controlplane needs root for the daemon figures (or use --no-live)")
+    if opts.live and not common.is_root("controlplane", "the daemon figures; or use --no-live"):
         return 1
-    # SIGTERM unwinds like Ctrl-C, so the lab, the daemon and its pins are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    host = host_facts(opts)
+    common.unwind_on_sigterm()
+    host = common.host_facts()
     log(f"ring builds: {', '.join(map(str, opts.build_sizes))} backends, "
         f"{opts.build_runs} runs each ...")
     builds = time_builds(opts.build_sizes, opts.build_runs, opts.ring_size)
@@ -751,11 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     diffs = diff_figures(opts.diff_sizes, opts.diff_samples, opts.ring_size)
     live = run_live(opts) if opts.live else None
     report = build_report(opts, host, builds, diffs, live)
-    print(render(report))
-    if opts.json_path is not None:
-        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {opts.json_path}")
+    common.emit("controlplane", report, render, opts.json_path)
     if args.fail_on_miss and any(f["result"] == "missed" for f in report["figures"].values()):
         return 2
     return 0

@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as dt
 import ipaddress
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 from collections.abc import Callable
@@ -43,9 +40,11 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from bench import common
+from bench.common import Result, flag, log
 from lb.control.service import Balancer, vip_key
 from lb.xdp import loader
-from lb.xdp.config import RuntimeConfig, Sizes, host_possible_cpus
+from lb.xdp.config import RuntimeConfig, Sizes
 from lb.xdp.consts import VERDICT_NAMES, XDP_PASS, XDP_TX
 from lb.xdp.flowhash import filter_slot
 from lb.xdp.maps import Dataplane
@@ -54,7 +53,7 @@ from lb.xdp.testrun import TestRunResult, test_run
 
 BENCH_DIR = Path(__file__).resolve().parent
 FLOORS_FILE = BENCH_DIR / "floors.c"
-DEFAULT_JSON = BENCH_DIR / "results" / "dataplane.json"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-dataplane/1"
 
 # Where the IPv4 source address sits in an untagged frame: what the new-flow case varies.
@@ -89,7 +88,7 @@ def backend_v6(vip: int, j: int) -> str:
 # --- options -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Options:
-    """Everything a benchmark run depends on; the CLI flags map one-to-one onto these fields.
+    """Everything a benchmark run depends on; the flags are the flag() fields.
 
     repeat: repetitions per BPF_PROG_TEST_RUN call (the kernel reports their mean, in ns).
     runs: timed calls per figure (ns/packet is their median); warmup: untimed calls first.
@@ -101,18 +100,22 @@ class Options:
     source / extra_cflags: the balancer build under test (a variant, for investigations).
     """
 
-    repeat: int = 1_000_000
-    runs: int = 5
-    warmup: int = 1
-    conn_table_size: int = Sizes.conn_table_size
-    max_vips: int = Sizes.max_vips
-    ring_size: int = Sizes.ring_size
-    vips_v4: int = 16
-    vips_v6: int = 4
-    backends: int = 8
-    cpu: int | None = None
-    per_call: int = 0
-    source: Path = loader.PROGRAM_FILE
+    repeat: int = flag(1_000_000, "repetitions per BPF_PROG_TEST_RUN call")
+    runs: int = flag(5, "timed calls per figure, reported as their median")
+    warmup: int = flag(1, "untimed calls per figure first")
+    conn_table_size: int = flag(Sizes.conn_table_size,
+                                "connection-table entries per CPU per address family, a power "
+                                "of two (the production default)")
+    max_vips: int = flag(Sizes.max_vips, "VIP capacity, which sizes the ring map")
+    ring_size: int = flag(Sizes.ring_size, "Maglev ring slots per VIP, a prime")
+    vips_v4: int = flag(16, "IPv4 VIPs configured")
+    vips_v6: int = flag(4, "IPv6 VIPs configured")
+    backends: int = flag(8, "backends per VIP")
+    cpu: int | None = flag(None, "CPU to pin to (default: the highest allowed one); -1: do not pin",
+                           type=int)
+    per_call: int = flag(0, "also time CALLS calls of repeat=1 per figure (0: off)",
+                         metavar="CALLS")
+    source: Path = flag(loader.PROGRAM_FILE, "balancer source to build")
     extra_cflags: tuple[str, ...] = ()
     json_path: Path | None = DEFAULT_JSON
 
@@ -410,41 +413,13 @@ def configure(dp: Dataplane, opts: Options) -> None:
         raise SystemExit(f"{NON_VIP_V4} shares a pre-filter slot with a VIP: pick another")
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
 def host_facts(opts: Options) -> dict:
-    """What the numbers depend on besides the code: kernel, CPU, pinning, BPF settings."""
-    model = "unknown"
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    vuln = "/sys/devices/system/cpu/vulnerabilities/"
-    return {
-        "kernel": platform.release(),
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "cpus_possible": host_possible_cpus(),
-        "pinned_cpu": opts.cpu,
-        "bpf_jit_enable": _read("/proc/sys/net/core/bpf_jit_enable"),
-        "bpf_stats_enabled": _read("/proc/sys/kernel/bpf_stats_enabled"),
-        # Both tax every call into the kernel from BPF (helpers, non-inlined map lookups).
-        "mitigations": {"spec_rstack_overflow": _read(vuln + "spec_rstack_overflow"),
-                        "spectre_v2": _read(vuln + "spectre_v2")},
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    """What the numbers depend on besides the code: the host (bench.common.host_facts), the
+    pinned CPU and the BPF settings."""
+    return common.host_facts(pinned_cpu=opts.cpu, **common.bpf_facts())
 
 
 # --- running -------------------------------------------------------------------------------
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def measure(cases: list[Subject], floors: list[Subject], opts: Options) -> None:
     """Warm-up calls, then `runs` rounds (each case between two calls of its floor), then
     the optional repeat=1 calls."""
@@ -471,10 +446,10 @@ def measure(cases: list[Subject], floors: list[Subject], opts: Options) -> None:
             s.run_calls(opts.per_call)
 
 
-def _figure(s: Subject) -> dict:
-    out = {"label": s.label, "measured": s.measured, "path_check": s.path_check,
-           "frame_bytes": len(s.frame), "valid": s.valid, "problems": s.problems,
-           "ns": s.ns, "runs_ns": s.runs_ns,
+def _fields(s: Subject) -> dict:
+    """A subject's own JSON fields: how it was checked and every timed call."""
+    out = {"path_check": s.path_check, "frame_bytes": len(s.frame), "valid": s.valid,
+           "problems": s.problems, "ns": s.ns, "runs_ns": s.runs_ns,
            "min_ns": min(s.runs_ns, default=None), "max_ns": max(s.runs_ns, default=None),
            "spread_pct": round(spread_pct(s.runs_ns), 1) if s.runs_ns else None}
     if s.per_call_ns:
@@ -484,23 +459,30 @@ def _figure(s: Subject) -> dict:
     return out
 
 
+def floor_result(s: Subject) -> Result:
+    """A floor: its value is ns per packet."""
+    return Result(s.key, s.label, s.ns, "ns/packet", s.measured, extra=_fields(s))
+
+
+def case_result(s: Subject, floor: Subject) -> Result:
+    """A case: its value is the paired ratio to its floor, judged against TARGETS."""
+    floor_key, target = TARGETS[s.key]
+    valid = s.valid and floor.valid
+    ratio = statistics.median(s.pair_ratios) if valid else None
+    shown = round(ratio, 3) if ratio is not None else None
+    return Result(s.key, s.label, shown, f"x the {floor.label}", s.measured, target,
+                  judge(ratio, target, valid), extra={
+                      **_fields(s), "floor": floor_key, "floor_ns": floor.ns, "ratio": shown,
+                      "ratio_runs": [round(r, 3) for r in s.pair_ratios] if valid else [],
+                      "ratio_of_medians": round(s.ns / floor.ns, 3) if valid else None,
+                      "target_ratio": target})
+
+
 def build_report(opts: Options, host: dict, cases: list[Subject],
                  floors: list[Subject]) -> dict:
     """Everything measured and everything it depends on, as one JSON-ready dict."""
     sizes = opts.sizes()
     floor_of = {f.key: f for f in floors}
-    case_out = {}
-    for s in cases:
-        floor_key, target = TARGETS[s.key]
-        floor = floor_of[floor_key]
-        valid = s.valid and floor.valid
-        ratio = statistics.median(s.pair_ratios) if valid else None
-        case_out[s.key] = {
-            **_figure(s), "floor": floor_key, "floor_ns": floor.ns,
-            "ratio": round(ratio, 3) if valid else None,
-            "ratio_runs": [round(r, 3) for r in s.pair_ratios] if valid else [],
-            "ratio_of_medians": round(s.ns / floor.ns, 3) if valid else None,
-            "target_ratio": target, "result": judge(ratio, target, valid)}
     return {
         "schema": SCHEMA,
         "host": host,
@@ -529,14 +511,14 @@ def build_report(opts: Options, host: dict, cases: list[Subject],
             "floors_source": str(FLOORS_FILE),
             "floor_cflags": opts.floor_cflags(),
         },
-        "floors": {f.key: _figure(f) for f in floors},
-        "cases": case_out,
+        "floors": common.by_name(floor_result(f) for f in floors),
+        "cases": common.by_name(case_result(c, floor_of[TARGETS[c.key][0]]) for c in cases),
     }
 
 
 # --- output --------------------------------------------------------------------------------
 def _ns(v: float | None) -> str:
-    return "INVALID" if v is None else f"{v:.0f}"
+    return common.number(v, ".0f", none="INVALID")
 
 
 def _range(values: list, fmt: str) -> str:
@@ -547,10 +529,8 @@ def render(report: dict) -> str:
     """The human table: header facts, one line per figure, the floors, then any problems."""
     h, m, s = report["host"], report["method"], report["setup"]
     sz, cf, mit = s["sizes"], s["configured"], h["mitigations"]
-    pinned = "not pinned" if h["pinned_cpu"] is None else f"pinned to CPU {h['pinned_cpu']}"
-    lines = [
-        "Data-plane benchmark: ns per packet through BPF_PROG_TEST_RUN",
-        f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, {pinned}, {h['date']}",
+    lines = common.heading(
+        "Data-plane benchmark: ns per packet through BPF_PROG_TEST_RUN", h,
         f"  mitigations: SRSO {mit['spec_rstack_overflow']}; "
         f"spectre_v2 {(mit['spectre_v2'] or '').split(';')[0]}",
         f"  repeat {m['repeat']:,} per call; {m['runs']} timed calls per figure "
@@ -560,20 +540,17 @@ def render(report: dict) -> str:
         f"{sz['conn_table_size']:,} per CPU per family ({sz['conn_table_sets_per_cpu']:,} "
         f"2-way sets per CPU, {sz.get('conn_table_cpus', '?')} CPU slices)",
         f"  configured: {cf['vips_v4']} IPv4 + {cf['vips_v6']} IPv6 VIPs, "
-        f"{cf['backends_per_vip']} backends each",
-        "",
-    ]
-    head = (f"{'figure':<23}{'ns/pkt':>7}{'min-max':>10}   {'floor':<16}{'floor ns':>8}"
-            f"{'ratio':>8}{'min-max':>12}{'target':>9}  result")
-    lines += [head, "-" * len(head)]
+        f"{cf['backends_per_vip']} backends each")
+    rows = []
     for c in report["cases"].values():
         floor = report["floors"][c["floor"]]
-        ratio = f"{c['ratio']:.2f}x" if c["ratio"] is not None else "-"
-        target = f"<={c['target_ratio']}x" if c["target_ratio"] else "(none)"
-        mm = _range(c["runs_ns"], "d") if c["valid"] else ""
-        lines.append(f"{c['label']:<23}{_ns(c['ns']):>7}{mm:>10}   {floor['label']:<16}"
-                     f"{_ns(floor['ns']):>8}{ratio:>8}{_range(c['ratio_runs'], '.2f'):>12}"
-                     f"{target:>9}  {c['result']}")
+        rows.append([c["label"], _ns(c["ns"]), _range(c["runs_ns"], "d") if c["valid"] else "",
+                     floor["label"], _ns(floor["ns"]), common.number(c["ratio"], ".2f", "x"),
+                     _range(c["ratio_runs"], ".2f"),
+                     f"<={c['target_ratio']}x" if c["target_ratio"] else "(none)",
+                     c["result"]])
+    lines.append(common.table(rows, ["figure", "ns/pkt", "min-max", "floor", "floor ns", "ratio",
+                                     "min-max", "target", "result"], "lrrlrrrrl"))
     lines += [
         "",
         "ns/pkt: median of the calls; ratio: median over rounds of the case over the mean of",
@@ -581,9 +558,10 @@ def render(report: dict) -> str:
         "",
         "floors (the same prologue, and only what is listed):",
     ]
-    for f in report["floors"].values():
-        mm = _range(f["runs_ns"], "d") if f["valid"] else ""
-        lines.append(f"  {f['label']:<17}{_ns(f['ns']):>7}{mm:>10}   {f['measured']}")
+    lines.append(common.table([[f["label"], _ns(f["ns"]),
+                                _range(f["runs_ns"], "d") if f["valid"] else "", f["measured"]]
+                               for f in report["floors"].values()],
+                              ["floor", "ns/pkt", "min-max", "what it runs"], "lrrl"))
     lines += ["", "what each figure measured, and what every call of it was checked for:"]
     for c in report["cases"].values():
         lines += [f"  {c['label']} ({c['frame_bytes']}-byte frame): {c['measured']}",
@@ -610,7 +588,7 @@ def render(report: dict) -> str:
 # --- CLI -----------------------------------------------------------------------------------
 EXAMPLES = """\
 examples:
-  python -m bench.dataplane                    # full run: table, bench/results/dataplane.json
+  python -m bench.dataplane                    # full run: table, bench/results/dataplane-*.json
   make bench                                   # the same, after installing what it needs
   python -m bench.dataplane --runs 9           # more calls per figure on a noisy host
   python -m bench.dataplane --repeat 100000 --runs 3 --json /tmp/quick.json
@@ -622,44 +600,9 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    d = Options()
-    p = argparse.ArgumentParser(
-        prog="python -m bench.dataplane",
-        description="Time the XDP balancer's paths (non-VIP pass, new flow, established, IPv6 "
-                    "established) with BPF_PROG_TEST_RUN, next to an empty-pass floor and a "
-                    "bare-encap floor, and check every call's path with the data plane's "
-                    "counters. Needs root.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=d.repeat,
-                   help="repetitions per BPF_PROG_TEST_RUN call (default %(default)s)")
-    p.add_argument("--runs", type=int, default=d.runs,
-                   help="timed calls per figure, reported as their median (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=d.warmup,
-                   help="untimed calls per figure first (default %(default)s)")
-    p.add_argument("--conn-table-size", type=int, default=d.conn_table_size,
-                   help="connection-table entries per CPU per address family, a power of two "
-                        "(default %(default)s, the production default)")
-    p.add_argument("--max-vips", type=int, default=d.max_vips,
-                   help="VIP capacity, which sizes the ring map (default %(default)s)")
-    p.add_argument("--ring-size", type=int, default=d.ring_size,
-                   help="Maglev ring slots per VIP, a prime (default %(default)s)")
-    p.add_argument("--vips-v4", type=int, default=d.vips_v4,
-                   help="IPv4 VIPs configured (default %(default)s)")
-    p.add_argument("--vips-v6", type=int, default=d.vips_v6,
-                   help="IPv6 VIPs configured (default %(default)s)")
-    p.add_argument("--backends", type=int, default=d.backends,
-                   help="backends per VIP (default %(default)s)")
-    p.add_argument("--cpu", type=int, default=None,
-                   help="CPU to pin to (default: the highest allowed one); -1: do not pin")
-    p.add_argument("--per-call", type=int, default=d.per_call, metavar="CALLS",
-                   help="also time CALLS calls of repeat=1 per figure (default: off)")
-    p.add_argument("--source", type=Path, default=d.source,
-                   help="balancer source to build (default: lb/xdp/balancer.c)")
+    p = common.parser("dataplane", EXAMPLES, Options)
     p.add_argument("--extra-cflags", action="append", default=[], metavar="FLAG",
                    help="one more compiler flag for the balancer build (repeatable)")
-    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
-                   help="where to write the JSON (default: bench/results/dataplane.json)")
-    p.add_argument("--no-json", action="store_true", help="write no JSON")
     p.add_argument("--print-cflags", action="store_true",
                    help="print the sources and compiler flags that would be loaded, and exit")
     p.add_argument("--fail-on-miss", action="store_true",
@@ -670,12 +613,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         p.error("--repeat, --runs, --vips-v4, --vips-v6 and --backends must be >= 1; "
                 "--warmup and --per-call >= 0")
     cpu = max(os.sched_getaffinity(0)) if a.cpu is None else (None if a.cpu < 0 else a.cpu)
-    opts = Options(repeat=a.repeat, runs=a.runs, warmup=a.warmup,
-                   conn_table_size=a.conn_table_size, max_vips=a.max_vips,
-                   ring_size=a.ring_size, vips_v4=a.vips_v4, vips_v6=a.vips_v6,
-                   backends=a.backends, cpu=cpu, per_call=a.per_call,
-                   source=a.source.resolve(), extra_cflags=tuple(a.extra_cflags),
-                   json_path=None if a.no_json else a.json)
+    opts = common.options_from(Options, a, cpu=cpu, source=a.source.resolve(),
+                               extra_cflags=tuple(a.extra_cflags))
     try:
         opts.sizes()
     except ValueError as e:
@@ -693,8 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floors:   {FLOORS_FILE} (entries floor_pass, floor_encap)\n  "
               + " ".join([f"-I{loader.SOURCE_DIR}", *opts.floor_cflags()]))
         return 0
-    if os.geteuid() != 0:
-        log("bench.dataplane needs root (bpf(), BPF_PROG_TEST_RUN)")
+    if not common.is_root("dataplane", "bpf(), BPF_PROG_TEST_RUN"):
         return 1
     if opts.cpu is not None:
         os.sched_setaffinity(0, {opts.cpu})
@@ -724,11 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         for bpf in keep:
             bpf.cleanup()
 
-    print(render(report))
-    if opts.json_path is not None:
-        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {opts.json_path}")
+    common.emit("dataplane", report, render, opts.json_path)
     results = [c["result"] for c in report["cases"].values()]
     if "INVALID" in results or not all(f["valid"] for f in report["floors"].values()):
         return 1

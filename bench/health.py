@@ -20,13 +20,10 @@ Run as root: `python -m bench.health --help`.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import json
 import math
 import os
 import selectors
-import signal
 import socket
 import statistics
 import sys
@@ -34,14 +31,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 
-from bench.dataplane import host_facts, log
+from bench import common
+from bench.common import Result, flag, log
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_JSON = BENCH_DIR / "results" / "health.json"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-health/1"
 # Namespace prefix of the benchmark's lab (leftovers of dead runs are removed first).
 LAB_PREFIX = "lbk"
@@ -58,12 +54,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Options:
-    probes: int = 1000
-    interval: float = 1.0
-    timeout: float = 1.0
-    duration: float = 30.0
-    warmup: float = 5.0
-    idle: float = 10.0
+    """Everything a run depends on; the flags are the flag() fields."""
+
+    probes: int = flag(1000, "distinct (address, port) probes")
+    interval: float = flag(1.0, "seconds between two checks of a probe")
+    timeout: float = flag(1.0, "bound of one check, seconds")
+    duration: float = flag(30.0, "seconds of CPU measured")
+    warmup: float = flag(5.0, "seconds after every backend is up, before measuring")
+    idle: float = flag(10.0, "seconds of the idle daemon measured first")
     json_path: Path | None = DEFAULT_JSON
 
 
@@ -145,11 +143,6 @@ def states(client: httpx.Client, vip_ids: list[int]) -> dict[str, int]:
     return counts
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
 def spread(schedule: list[dict], interval: float, window: float) -> dict:
     """Jitter of consecutive starts of each probe, and starts per tenth of the interval over
     the last `window` seconds (every probe's starts in it)."""
@@ -165,7 +158,7 @@ def spread(schedule: list[dict], interval: float, window: float) -> dict:
             if s > latest - window:
                 starts_in_window += 1
                 phases[int((s % interval) / interval * 10) % 10] += 1
-    return {"jitter_ms": {"p50": statistics.median(gaps_ms), "p99": percentile(gaps_ms, 0.99),
+    return {"jitter_ms": {"p50": statistics.median(gaps_ms), "p99": common.percentile(gaps_ms, 99),
                           "max": max(gaps_ms), "gaps": len(gaps_ms)},
             "per_tenth": phases, "window_s": window, "starts_in_window": starts_in_window,
             "checks_per_s": starts_in_window / window}
@@ -239,61 +232,54 @@ def run(opts: Options) -> dict:
 # --- report ----------------------------------------------------------------------------------
 def build_report(opts: Options, host: dict, m: dict) -> dict:
     sp = m["spread"]
-    even = sp["starts_in_window"] / 10
-    figures = {
-        "cpu": {"label": f"daemon CPU, {opts.probes} TCP checks every {opts.interval:g} s",
-                "value": round(m["cpu_pct"], 2), "unit": "% of one core",
-                "target": TARGET_CPU_PCT,
-                "result": "met" if m["cpu_pct"] < TARGET_CPU_PCT else "missed"},
-        "cpu_sys": {"label": "  of which in the kernel (stime)",
-                    "value": round(m["cpu_sys_pct"], 2), "unit": "% of one core",
-                    "target": None, "result": ""},
-        "cpu_idle": {"label": "  the same daemon with no VIP",
-                     "value": round(m["idle_cpu_pct"], 2), "unit": "% of one core",
-                     "target": None, "result": ""},
-        "checks_per_s": {"label": "checks started per second (daemon's record)",
-                         "value": round(sp["checks_per_s"], 1), "unit": "/s",
-                         "target": opts.probes / opts.interval, "result": ""},
-        "accepted_per_s": {"label": "  connections the listeners accepted per second",
-                           "value": round(m["accepted_per_s"], 1), "unit": "/s",
-                           "target": None, "result": ""},
-        "jitter_p50": {"label": "start-to-start gap minus interval: p50",
-                       "value": round(sp["jitter_ms"]["p50"], 2), "unit": "ms",
-                       "target": None, "result": ""},
-        "jitter_p99": {"label": "  p99", "value": round(sp["jitter_ms"]["p99"], 2),
-                       "unit": "ms", "target": None, "result": ""},
-        "jitter_max": {"label": "  max", "value": round(sp["jitter_ms"]["max"], 2),
-                       "unit": "ms", "target": None, "result": ""},
-        "phase_min": {"label": "starts per tenth of the interval: fewest",
-                      "value": min(sp["per_tenth"]), "unit": "", "target": round(even),
-                      "result": ""},
-        "phase_max": {"label": "  most", "value": max(sp["per_tenth"]), "unit": "",
-                      "target": round(even), "result": ""},
-    }
-    return {"schema": SCHEMA, "host": host, "setup": m["setup"], "figures": figures,
+    even = round(sp["starts_in_window"] / 10)
+    core, jitter = "% of one core", sp["jitter_ms"]
+    cpu = "utime + stime of the daemon (/proc/<pid>/stat)"
+    gap = "gap between consecutive check starts of one probe, minus the interval"
+    tenth = "check starts per tenth of the interval over the last window, vs the even share"
+    figures = [
+        Result("cpu", f"daemon CPU, {opts.probes} TCP checks every {opts.interval:g} s",
+               round(m["cpu_pct"], 2), core, cpu, TARGET_CPU_PCT,
+               "met" if m["cpu_pct"] < TARGET_CPU_PCT else "missed"),
+        Result("cpu_sys", "  of which in the kernel (stime)", round(m["cpu_sys_pct"], 2),
+               core, "stime of the daemon (/proc/<pid>/stat)"),
+        Result("cpu_idle", "  the same daemon with no VIP", round(m["idle_cpu_pct"], 2), core,
+               cpu + ", no VIP configured"),
+        Result("checks_per_s", "checks started per second (daemon's record)",
+               round(sp["checks_per_s"], 1), "/s", "GET /health/schedule starts in the window",
+               opts.probes / opts.interval),
+        Result("accepted_per_s", "  connections the listeners accepted per second",
+               round(m["accepted_per_s"], 1), "/s", "accept() calls of the listeners"),
+        Result("jitter_p50", "start-to-start gap minus interval: p50", round(jitter["p50"], 2),
+               "ms", gap),
+        Result("jitter_p99", "  p99", round(jitter["p99"], 2), "ms", gap),
+        Result("jitter_max", "  max", round(jitter["max"], 2), "ms", gap),
+        Result("phase_min", "starts per tenth of the interval: fewest", min(sp["per_tenth"]),
+               "", tenth, even),
+        Result("phase_max", "  most", max(sp["per_tenth"]), "", tenth, even),
+    ]
+    return {"schema": SCHEMA, "host": host, "setup": m["setup"], "figures": common.by_name(figures),
             "measured": {"duration_s": opts.duration, "warmup_s": opts.warmup,
                          "idle_s": opts.idle, "cpu_source": "/proc/<pid>/stat utime+stime",
                          "final_states": m["final_states"],
                          "probes_scheduled": m["probes_scheduled"], "spread": sp}}
 
 
+def _cells(f: dict) -> list[str]:
+    percent = f["unit"] == "% of one core"
+    target = "" if f["target"] is None else \
+        f"< {f['target']:g} %" if percent else f"{f['target']:g}"
+    value = f"{f['value']:g} {'%' if percent else f['unit']}".strip()
+    return [f["label"], value, target, f["result"]]
+
+
 def render(report: dict) -> str:
     h, s = report["host"], report["setup"]
-    lines = [
-        "Health-check benchmark: the daemon checking many backends",
-        f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, {h['date']}",
-        f"  {s['probes']} probes: {s['vips']} VIPs x {s['backends_per_vip']} backends, "
-        f"{s['listeners']}",
-        "",
-    ]
-    head = f"{'figure':<50}{'value':>14}{'target / even':>16}  result"
-    lines += [head, "-" * len(head)]
-    for f in report["figures"].values():
-        percent = f["unit"] == "% of one core"
-        target = "" if f["target"] is None else \
-            f"< {f['target']:g} %" if percent else f"{f['target']:g}"
-        value = f"{f['value']:g} {'%' if percent else f['unit']}".strip()
-        lines.append(f"{f['label']:<50}{value:>14}{target:>16}  {f['result']}")
+    lines = common.heading("Health-check benchmark: the daemon checking many backends", h,
+                           f"  {s['probes']} probes: {s['vips']} VIPs x {s['backends_per_vip']} "
+                           f"backends, {s['listeners']}")
+    lines.append(common.table([_cells(f) for f in report["figures"].values()],
+                              ["figure", "value", "target / even", "result"], "lrrl"))
     m = report["measured"]
     lines += ["", f"per tenth of the interval (last {m['spread']['window_s']:g} s): "
               f"{m['spread']['per_tenth']}",
@@ -312,51 +298,20 @@ examples:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    d = Options()
-    p = argparse.ArgumentParser(
-        prog="python -m bench.health",
-        description="Measure what health checks cost a real `lb run` daemon on a veth lab: "
-                    "its CPU use while it checks --probes TCP listeners every --interval "
-                    "seconds, and the spread of check start times. Needs root.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--probes", type=int, default=d.probes,
-                   help="distinct (address, port) probes (default %(default)s)")
-    p.add_argument("--interval", type=float, default=d.interval,
-                   help="seconds between two checks of a probe (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=d.timeout,
-                   help="bound of one check, seconds (default %(default)s)")
-    p.add_argument("--duration", type=float, default=d.duration,
-                   help="seconds of CPU measured (default %(default)s)")
-    p.add_argument("--warmup", type=float, default=d.warmup,
-                   help="seconds after every backend is up, before measuring (default "
-                        "%(default)s)")
-    p.add_argument("--idle", type=float, default=d.idle,
-                   help="seconds of the idle daemon measured first (default %(default)s)")
-    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
-                   help="where to write the JSON (default: bench/results/health.json)")
-    p.add_argument("--no-json", action="store_true", help="write no JSON")
+    p = common.parser("health", EXAMPLES, Options)
     a = p.parse_args(argv)
     if a.probes < 1 or a.interval <= 0 or a.timeout <= 0 or a.duration <= 0 or a.idle <= 0:
         p.error("--probes, --interval, --timeout, --duration and --idle must be > 0")
-    return Options(probes=a.probes, interval=a.interval, timeout=a.timeout,
-                   duration=a.duration, warmup=a.warmup, idle=a.idle,
-                   json_path=None if a.no_json else a.json)
+    return common.options_from(Options, a)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if os.geteuid() != 0:
-        log("bench.health needs root (bpf(), network namespaces)")
+    if not common.is_root("health", "bpf(), network namespaces"):
         return 1
-    # SIGTERM unwinds like Ctrl-C, so the lab, the daemon and its pins are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    host = host_facts(SimpleNamespace(cpu=None))
-    report = build_report(opts, host, run(opts))
-    print(render(report))
-    if opts.json_path is not None:
-        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {opts.json_path}")
+    common.unwind_on_sigterm()
+    report = build_report(opts, common.host_facts(), run(opts))
+    common.emit("health", report, render, opts.json_path)
     return 0
 
 

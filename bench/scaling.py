@@ -41,10 +41,8 @@ Run as root: `python -m bench.scaling --help`.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ipaddress
-import json
 import os
 import re
 import statistics
@@ -53,6 +51,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import common
+from bench.common import Result, flag, log
 from bench.dataplane import (
     ENCAP_V4_LEN,
     IPV4_SRC_OFFSET,
@@ -60,8 +60,6 @@ from bench.dataplane import (
     counter_problems,
     floor_subjects,
     frame_problems,
-    host_facts,
-    log,
     tcp_ack_v4,
     tcp_syn_v4,
     vip_v4,
@@ -70,8 +68,7 @@ from bench.dataplane import Options as DataplaneOptions
 from lb.xdp.config import Sizes
 from lb.xdp.consts import CT_SAMPLE_MASK
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_JSON = BENCH_DIR / "results" / "scaling.json"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-scaling/1"
 TARGET_RATIO = 1.5
 # First source number of the new-flow case: far from the fill's 1..F.
@@ -145,17 +142,17 @@ class Options:
     their maps fit this.
     """
 
-    repeat: int = 200_000
-    repeat_new: int = 20_000
-    runs: int = 3
-    flows: tuple[int, ...] = (1, 10_000, 1_000_000)
-    backends: tuple[int, ...] = (10, 1000)
-    vips: tuple[int, ...] = (1, 512)
-    conn_table_size: int = 1 << 22
-    cpu: int | None = None
-    memory: bool = True
+    repeat: int = flag(200_000, "repetitions per established call")
+    repeat_new: int = flag(20_000, "repetitions per new-flow call")
+    runs: int = flag(3, "timed calls per figure")
+    flows: tuple[int, ...] = flag((1, 10_000, 1_000_000), "flows pre-filled in the table")
+    backends: tuple[int, ...] = flag((10, 1000), "backends per VIP")
+    vips: tuple[int, ...] = flag((1, 512), "VIPs")
+    conn_table_size: int = flag(1 << 22, "connection-table entries per CPU per family")
+    cpu: int | None = flag(None, "CPU to pin to (default: the highest allowed one)", type=int)
+    memory: bool = flag(True, "no memory table")
     per_packet: bool = True
-    max_alloc_gib: float = 2.0
+    max_alloc_gib: float = flag(2.0, "load at the maxima only if their maps fit this")
     json_path: Path | None = DEFAULT_JSON
 
     def sizes(self) -> Sizes:
@@ -320,14 +317,16 @@ def measure_config(bench: Bench, vips: int, backends: int, flows: int,
             floor_ns += [before, after]
             ratios.append(2 * ns / (before + after))
         hits = getattr(s, "hit_share", [])
-        out.append({
-            "vips": vips, "backends": backends, "flows": flows, "flows_held": held,
-            "case": key, "label": label, "repeat": repeat, "valid": s.valid,
-            "problems": s.problems, "ns": s.ns, "runs_ns": s.runs_ns,
-            "floor": floor_key, "floor_ns": statistics.median(floor_ns),
-            "ratio_to_floor": round(statistics.median(ratios), 3) if s.valid else None,
-            "hit_share": round(min(hits), 4) if hits else None,
-        })
+        valid = s.valid
+        out.append(Result(
+            f"{vips}/{backends}/{flows}/{key}", label, s.ns, "ns/packet",
+            f"{label}: {flows:,} flows in the table, {vips} VIP(s) x {backends} backends",
+            extra={"vips": vips, "backends": backends, "flows": flows, "flows_held": held,
+                   "case": key, "repeat": repeat, "valid": valid, "problems": s.problems,
+                   "ns": s.ns, "runs_ns": s.runs_ns, "floor": floor_key,
+                   "floor_ns": statistics.median(floor_ns),
+                   "ratio_to_floor": round(statistics.median(ratios), 3) if valid else None,
+                   "hit_share": round(min(hits), 4) if hits else None}).as_dict())
         if key == "new":  # leave the table as the fill made it for the next case
             held = bench.fill(flows)
     return out
@@ -398,24 +397,29 @@ def targets(rows: list[dict], opts: Options) -> dict:
                          one["ratio_to_floor"] if one else None)
             table_1 = ns("established", 1)
             probe = table_row["floor_ns"] if table_row else None
-            out.append({"vips": vips, "backends": backends, "flows": top,
-                        "ratio": ratio, "target_ratio": TARGET_RATIO, "result": judge(ratio),
-                        "cycling_over_floor": cyc_row["ratio_to_floor"] if cyc_row else None,
-                        "one_flow_over_floor": one["ratio_to_floor"] if one else None,
-                        "one_flow_case": one["case"] if one else None,
-                        "cycling_ns": cyc_row["ns"] if cyc_row else None,
-                        "established_1_ns": one["ns"] if one else None,
-                        "ns_ratio": over(cyc_row["ns"] if cyc_row else None,
-                                         one["ns"] if one else None),
-                        "table_established_1_ns": table_1,
-                        "table_cycling_ns": ns("cycling", top),
-                        "ratio_table": over(ns("cycling", top), table_1),
-                        "one_flow_ns": ns("established", top),
-                        "ratio_one_flow": over(ns("established", top), table_1),
-                        "probe_floor_ns": probe,
-                        "ratio_probe_floor": over(probe, table_1),
-                        "cycling_over_probe": table_row["ratio_to_floor"] if table_row
-                        else None})
+            out.append(Result(
+                f"{vips}/{backends}", f"{vips} VIPs x {backends} backends", ratio,
+                "x the one-flow figure",
+                f"settled cycling over {top:,} flows / the cheaper one-flow figure, each over "
+                "its floor", TARGET_RATIO, judge(ratio), extra={
+                "vips": vips, "backends": backends, "flows": top,
+                "ratio": ratio, "target_ratio": TARGET_RATIO,
+                "cycling_over_floor": cyc_row["ratio_to_floor"] if cyc_row else None,
+                "one_flow_over_floor": one["ratio_to_floor"] if one else None,
+                "one_flow_case": one["case"] if one else None,
+                "cycling_ns": cyc_row["ns"] if cyc_row else None,
+                "established_1_ns": one["ns"] if one else None,
+                "ns_ratio": over(cyc_row["ns"] if cyc_row else None,
+                                 one["ns"] if one else None),
+                "table_established_1_ns": table_1,
+                "table_cycling_ns": ns("cycling", top),
+                "ratio_table": over(ns("cycling", top), table_1),
+                "one_flow_ns": ns("established", top),
+                "ratio_one_flow": over(ns("established", top), table_1),
+                "probe_floor_ns": probe,
+                "ratio_probe_floor": over(probe, table_1),
+                "cycling_over_probe": table_row["ratio_to_floor"] if table_row
+                else None}).as_dict())
     return {"established_vs_one_flow": out}
 
 
@@ -485,44 +489,42 @@ def run_memory(opts: Options) -> dict:
 
 
 # --- output ---------------------------------------------------------------------------------
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v else "-"
+
+
 def render(report: dict) -> str:
-    h = report["host"]
-    lines = ["Scaling benchmark: ns per packet as the work grows, and map memory",
-             f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, pinned to CPU "
-             f"{h['pinned_cpu']}, {h['date']}"]
+    lines = common.heading("Scaling benchmark: ns per packet as the work grows, and map memory",
+                           report["host"])[:-1]
     m = report.get("method")
     if report.get("rows"):
         lines += [f"  repeat {m['repeat']:,} (new flow {m['repeat_new']:,}; cycling "
                   f"the flow count), {m['runs']} timed calls per figure + 1 warm-up; "
                   f"connection table {m['conn_table_size']:,} per CPU per family", ""]
-        head = (f"{'VIPs':>5}{'backends':>9}{'flows':>10}{'held':>10}  {'case':<22}"
-                f"{'ns/pkt':>7}  {'floor':<10} {'ns':>4}{'ratio':>7}{'hits':>8}")
-        lines += [head, "-" * len(head)]
-        for r in report["rows"]:
-            ns = f"{r['ns']:.0f}" if r["ns"] is not None else "INVALID"
-            ratio = f"{r['ratio_to_floor']:.2f}x" if r["ratio_to_floor"] else "-"
-            hits = f"{100 * r['hit_share']:.1f}%" if r["hit_share"] is not None else ""
-            lines.append(f"{r['vips']:>5}{r['backends']:>9}{r['flows']:>10,}"
-                         f"{r['flows_held']:>10,}  {r['label']:<22}{ns:>7}"
-                         f"  {r['floor']:<10} {r['floor_ns']:>4.0f}{ratio:>7}{hits:>8}")
+        lines.append(common.table(
+            [[r["vips"], r["backends"], f"{r['flows']:,}", f"{r['flows_held']:,}", r["label"],
+              common.number(r["ns"], ".0f", none="INVALID"), r["floor"], f"{r['floor_ns']:.0f}",
+              _x(r["ratio_to_floor"]),
+              "" if r["hit_share"] is None else f"{100 * r['hit_share']:.1f}%"]
+             for r in report["rows"]],
+            ["VIPs", "backends", "flows", "held", "case", "ns/pkt", "floor", "ns", "ratio",
+             "hits"], "rrrrlrlrrr"))
         lines += ["", "established with the most flows / established with one flow "
                   f"(target <= {TARGET_RATIO}x): settled cycling over its floor / the cheaper "
                   "one-flow figure over its floor (ns beside); then the table path that "
                   "changed slots take, one flow among them, and the table path's probe floor "
                   "(encap + one read of a line per flow):"]
         for t in report["targets"]["established_vs_one_flow"]:
-            def x(v) -> str:
-                return f"{v:.2f}x" if v else "-"
             lines.append(f"  {t['vips']:>3} VIPs x {t['backends']:>4} backends: settled "
-                         f"cycling {x(t['cycling_over_floor'])} / one flow "
-                         f"{x(t['one_flow_over_floor'])} = {x(t['ratio'])} {t['result']} "
+                         f"cycling {_x(t['cycling_over_floor'])} / one flow "
+                         f"{_x(t['one_flow_over_floor'])} = {_x(t['ratio'])} {t['result']} "
                          f"(ns: {t['cycling_ns'] or 0:.0f} / {t['established_1_ns'] or 0:.0f} "
-                         f"= {x(t['ns_ratio'])})")
+                         f"= {_x(t['ns_ratio'])})")
             lines.append(f"  {'':>27}table path: cycling {t['table_cycling_ns'] or 0:.0f} / "
-                         f"{t['table_established_1_ns'] or 0:.0f} ns = {x(t['ratio_table'])}; "
-                         f"one flow among {t['flows']:,} {x(t['ratio_one_flow'])}; the probe "
-                         f"floor alone {x(t['ratio_probe_floor'])} (cycling / floor "
-                         f"{x(t['cycling_over_probe'])})")
+                         f"{t['table_established_1_ns'] or 0:.0f} ns = {_x(t['ratio_table'])}; "
+                         f"one flow among {t['flows']:,} {_x(t['ratio_one_flow'])}; the probe "
+                         f"floor alone {_x(t['ratio_probe_floor'])} (cycling / floor "
+                         f"{_x(t['cycling_over_probe'])})")
         for r in report["rows"]:
             for p in r["problems"]:
                 lines.append(f"  INVALID {r['vips']}/{r['backends']}/{r['flows']} "
@@ -536,16 +538,13 @@ def render(report: dict) -> str:
         sz = mem["sizes"]
         lines.append("  default: " + ", ".join(f"{k} {v}" for k, v in sz["default"].items()))
         lines.append("  maxima:  " + ", ".join(f"{k} {v}" for k, v in sz["maxima"].items()))
-        head = f"  {'map':<14}{'entries':>11}{'default':>12}{'entries':>15}{'maxima':>12}"
-        lines += [head, "  " + "-" * (len(head) - 2)]
-        for name, r in mem["maps"].items():
-            lines.append(f"  {name:<14}{r['default']['max_entries']:>11,}"
-                         f"{fmt_bytes(r['default']['memlock']):>12}"
-                         f"{r['maxima']['max_entries']:>15,}"
-                         f"{fmt_bytes(r['maxima']['memlock']):>12}")
         t = mem["total"]
-        lines.append(f"  {'total':<14}{'':>11}{fmt_bytes(t['default']):>12}{'':>13}"
-                     f"{fmt_bytes(t['maxima']):>12}")
+        lines.append(common.table(
+            [[name, f"{r['default']['max_entries']:,}", fmt_bytes(r["default"]["memlock"]),
+              f"{r['maxima']['max_entries']:,}", fmt_bytes(r["maxima"]["memlock"])]
+             for name, r in mem["maps"].items()]
+            + [["total", "", fmt_bytes(t["default"]), "", fmt_bytes(t["maxima"])]],
+            ["map", "entries", "default", "entries", "maxima"], "lrrrr"))
     return "\n".join(lines)
 
 
@@ -559,51 +558,16 @@ examples:
 """
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x)
-
-
 def parse_args(argv: list[str] | None = None) -> Options:
-    d = Options()
-    p = argparse.ArgumentParser(
-        prog="python -m bench.scaling",
-        description="ns per packet of the balancer (BPF_PROG_TEST_RUN, -DLB_BENCH) for new "
-                    "and established flows as flows in the table, backends and VIPs grow; "
-                    "kernel memory of every map at default sizes and at the maxima. Needs root.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=d.repeat,
-                   help="repetitions per established call (default %(default)s)")
-    p.add_argument("--repeat-new", type=int, default=d.repeat_new,
-                   help="repetitions per new-flow call (default %(default)s)")
-    p.add_argument("--runs", type=int, default=d.runs,
-                   help="timed calls per figure (default %(default)s)")
-    p.add_argument("--flows", type=_ints, default=d.flows,
-                   help="flows pre-filled in the table (default 1,10000,1000000)")
-    p.add_argument("--backends", type=_ints, default=d.backends,
-                   help="backends per VIP (default 10,1000)")
-    p.add_argument("--vips", type=_ints, default=d.vips, help="VIPs (default 1,512)")
-    p.add_argument("--conn-table-size", type=int, default=d.conn_table_size,
-                   help="connection-table entries per CPU per family (default %(default)s)")
-    p.add_argument("--cpu", type=int, default=None,
-                   help="CPU to pin to (default: the highest allowed one)")
-    p.add_argument("--max-alloc-gib", type=float, default=d.max_alloc_gib,
-                   help="load at the maxima only if their maps fit this (default %(default)s)")
+    p = common.parser("scaling", EXAMPLES, Options)
     p.add_argument("--memory-only", action="store_true", help="only the memory table")
-    p.add_argument("--no-memory", action="store_true", help="no memory table")
-    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
-                   help="where to write the JSON (default: bench/results/scaling.json)")
-    p.add_argument("--no-json", action="store_true", help="write no JSON")
     a = p.parse_args(argv)
     if min(a.repeat, a.repeat_new, a.runs, *a.flows, *a.backends, *a.vips) < 1:
         p.error("counts must be >= 1")
     if max(a.backends) > Sizes.max_backends - 1:
         p.error(f"--backends at most {Sizes.max_backends - 1}")
     cpu = max(os.sched_getaffinity(0)) if a.cpu is None else a.cpu
-    opts = Options(repeat=a.repeat, repeat_new=a.repeat_new, runs=a.runs, flows=a.flows,
-                   backends=a.backends, vips=a.vips, conn_table_size=a.conn_table_size,
-                   cpu=cpu, memory=not a.no_memory, per_packet=not a.memory_only,
-                   max_alloc_gib=a.max_alloc_gib,
-                   json_path=None if a.no_json else a.json)
+    opts = common.options_from(Options, a, cpu=cpu, per_packet=not a.memory_only)
     try:
         opts.sizes()
     except ValueError as e:
@@ -613,12 +577,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if os.geteuid() != 0:
-        log("bench.scaling needs root (bpf(), BPF_PROG_TEST_RUN)")
+    if not common.is_root("scaling", "bpf(), BPF_PROG_TEST_RUN"):
         return 1
     os.sched_setaffinity(0, {opts.cpu})
     report: dict = {"schema": SCHEMA,
-                    "host": host_facts(argparse.Namespace(cpu=opts.cpu)),
+                    "host": common.host_facts(pinned_cpu=opts.cpu, **common.bpf_facts()),
                     "method": {**{k: v for k, v in opts.__dict__.items() if k != "json_path"},
                                "new_flow": "prologue writes seq over the IPv4 source",
                                "cycling": "prologue counts through the fill's sources 1..F",
@@ -628,11 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"], report["targets"] = run_per_packet(opts)
     if opts.memory:
         report["memory"] = run_memory(opts)
-    print(render(report))
-    if opts.json_path is not None:
-        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        log(f"wrote {opts.json_path}")
+    common.emit("scaling", report, render, opts.json_path)
     rows = report.get("rows", [])
     return 1 if any(not r["valid"] for r in rows) else 0
 

@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -51,11 +49,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.dataplane import FLOORS_FILE, host_facts, log
+from bench import common
+from bench.common import Result, flag, log
+from bench.dataplane import FLOORS_FILE
 
-BENCH_DIR = Path(__file__).resolve().parent
-SINK_FILE = BENCH_DIR / "sink.c"
-DEFAULT_JSON = BENCH_DIR / "results" / "throughput.json"
+SINK_FILE = common.BENCH_DIR / "sink.c"
+DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-throughput/1"
 # Namespace prefix of the veth topology (lb.lab.veth naming: <prefix><pid>-<seq>-<role>).
 NS_PREFIX = "lbtp"
@@ -154,6 +153,13 @@ def queue_packets(stats: dict[str, int]) -> dict[int, int]:
 
 
 # --- options -------------------------------------------------------------------------------
+NIC = "real NICs"
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    return tuple(a for a in text.split(",") if a)
+
+
 @dataclass(frozen=True)
 class Options:
     """Everything a run depends on; CLI flags map one-to-one onto these fields.
@@ -166,20 +172,29 @@ class Options:
     interface...: real-NIC mode (this host runs the balancer on `interface`).
     """
 
-    duration: float = 5.0
-    rounds: int = 3
-    warmup: float = 1.0
-    queues: tuple[int, ...] = (1, 2)
-    flows: int = 4096
-    vip: str = "10.100.0.1"
-    vip_port: int = 80
-    backends: tuple[str, ...] = tuple(f"10.200.0.{i}" for i in range(1, 11))
-    interface: str | None = None
-    peer_mac: str | None = None
-    src_mac: str | None = None
-    dst_mac: str | None = None
-    generate: bool = False
-    gen_cpus: tuple[int, ...] | None = None
+    duration: float = flag(5.0, "seconds per measured window")
+    rounds: int = flag(3, "balancer windows per row, each between floor windows")
+    warmup: float = flag(1.0, "seconds of traffic before the first window")
+    queues: tuple[int, ...] = flag((1, 2), "RX queue counts of the balancer veth, "
+                                           "comma-separated")
+    flows: int = flag(4096, "distinct source (address, port) pairs")
+    vip: str = flag("10.100.0.1", "VIP address")
+    vip_port: int = flag(80, "VIP TCP port")
+    backends: tuple[str, ...] = flag(tuple(f"10.200.0.{i}" for i in range(1, 11)),
+                                     "backend addresses of the VIP, comma-separated",
+                                     type=_addresses)
+    gen_cpus: tuple[int, ...] | None = flag(None, "CPUs trafgen runs on, one worker each "
+                                                  "(default: one per RX queue, highest CPUs "
+                                                  "first)", type=common.int_list)
+    interface: str | None = flag(None, "real-NIC mode: the interface to run on", group=NIC)
+    peer_mac: str | None = flag(None, "balancer host: next-hop MAC of forwarded frames (the "
+                                      "generator host's interface)", group=NIC)
+    src_mac: str | None = flag(None, "source MAC of frames sent (default: the interface's)",
+                               group=NIC)
+    generate: bool = flag(False, "generator host: run trafgen on --interface to --dst-mac",
+                          group=NIC)
+    dst_mac: str | None = flag(None, "generator host: the balancer's interface MAC",
+                               group=NIC)
     json_path: Path | None = DEFAULT_JSON
 
 
@@ -470,10 +485,19 @@ def summarize(windows: list[Window], sink: bool) -> dict:
                         "balancer": med("balancer", "offered_pps")},
         "ratio": round(ratio, 3) if ratio is not None else None,
         "ratio_runs": [round(r, 3) for r in ratios],
-        "target_ratio": TARGET_RATIO, "result": judge(ratio),
-        "problems": sorted(set(problems)),
+        "target_ratio": TARGET_RATIO, "problems": sorted(set(problems)),
         "windows": [w.__dict__ for w in windows],
     }
+
+
+def row(mode: str, queues: int | None, summary: dict, **fields: object) -> dict:
+    """One row of the report: the paired ratio balancer/floor of one mode and queue count,
+    judged against TARGET_RATIO, with `fields` and the summary's figures beside it."""
+    ratio = summary["ratio"]
+    return Result(f"{mode}_{queues}", f"{mode}, {queues} queue(s)", ratio, "x the floor's pps",
+                  "forwarded pps of the balancer over the XDP_TX floor's, windows paired",
+                  TARGET_RATIO, judge(ratio),
+                  {"mode": mode, "queues": queues, **fields, **summary}).as_dict()
 
 
 def run_veth(opts: Options) -> list[dict]:
@@ -505,8 +529,8 @@ def run_veth(opts: Options) -> list[dict]:
                 pair.close()
                 progs.close()
                 config.unlink()
-        results.append({"mode": "veth", "queues": q, "generator_cpus": gen_cpus,
-                        "flows": opts.flows, **summarize(windows, sink=True)})
+        results.append(row("veth", q, summarize(windows, sink=True),
+                           generator_cpus=gen_cpus, flows=opts.flows))
     return results
 
 
@@ -528,10 +552,9 @@ def run_nic(opts: Options) -> list[dict]:
             loader.detach(idx)
         progs.close()
     queues = len(queue_packets(_ethtool(ifname, None))) or None
-    return [{"mode": "nic", "interface": ifname, "queues": queues, "flows": None,
-             **summarize(windows, sink=False),
-             "note": "pps from the NIC's xdp_tx counters (ethtool -S) and the balancer's tx "
-                     "counter; the receiving end is the generator host's rx counter"}]
+    return [row("nic", queues, summarize(windows, sink=False), interface=ifname, flows=None,
+                note="pps from the NIC's xdp_tx counters (ethtool -S) and the balancer's tx "
+                     "counter; the receiving end is the generator host's rx counter")]
 
 
 def run_generate(opts: Options) -> int:
@@ -567,27 +590,26 @@ def _pps(v: float | None) -> str:
 
 
 def render(report: dict) -> str:
-    h, m = report["host"], report["method"]
-    lines = [
+    m = report["method"]
+    lines = common.heading(
         "Throughput benchmark: packets per second forwarded, balancer vs XDP_TX floor",
-        f"  kernel {h['kernel']}, CPU {h['cpu_model']} x {h['cpus']}, {h['date']}",
+        report["host"],
         f"  {m['rounds']} balancer windows of {m['duration_s']} s per row, each between two "
         f"floor windows; {m['flows']} flows to {m['vip']}, {m['backends']} backends",
-        f"  CPUs: {m['cpus']}",
-        "",
-    ]
-    head = (f"{'mode':<6}{'queues':>7}{'gen CPUs':>10}{'floor pps':>12}{'balancer pps':>14}"
-            f"{'lb counter':>12}{'ratio':>8}{'min-max':>13}{'target':>8}  result")
-    lines += [head, "-" * len(head)]
+        f"  CPUs: {m['cpus']}")
+    rows = []
     for r in report["rows"]:
         rr = r["ratio_runs"]
-        mm = f"{min(rr):.3f}-{max(rr):.3f}" if rr else ""
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        lines.append(f"{r['mode']:<6}{r['queues'] or '?':>7}"
-                     f"{','.join(map(str, r.get('generator_cpus', []))) or '-':>10}"
-                     f"{_pps(r['floor_pps']):>12}{_pps(r['balancer_pps']):>14}"
-                     f"{_pps(r['balancer_counter_pps']):>12}{ratio:>8}{mm:>13}"
-                     f"{'>=' + str(r['target_ratio']):>8}  {r['result']}")
+        rows.append([r["mode"], r["queues"] or "?",
+                     ",".join(map(str, r.get("generator_cpus", []))) or "-",
+                     _pps(r["floor_pps"]), _pps(r["balancer_pps"]),
+                     _pps(r["balancer_counter_pps"]),
+                     f"{r['ratio']:.3f}" if r["ratio"] is not None else "-",
+                     f"{min(rr):.3f}-{max(rr):.3f}" if rr else "",
+                     f">={r['target_ratio']}", r["result"]])
+    lines.append(common.table(rows, ["mode", "queues", "gen CPUs", "floor pps", "balancer pps",
+                                     "lb counter", "ratio", "min-max", "target", "result"],
+                              "lrrrrrrrrl"))
     lines += ["",
               "floor / balancer pps: median of the windows at the receiving end (veth: the "
               "sink on the peer;",
@@ -621,65 +643,18 @@ examples:
 """
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x)
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    d = Options()
-    p = argparse.ArgumentParser(
-        prog="python -m bench.throughput",
-        description="Packets per second the XDP balancer forwards on a live interface (a veth "
-                    "pair it builds, or a real NIC), alternating with an XDP_TX floor in the "
-                    "same run; reports balancer/floor. Needs root and trafgen (netsniff-ng).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=d.duration,
-                   help="seconds per measured window (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=d.rounds,
-                   help="balancer windows per row, each between floor windows "
-                        "(default %(default)s)")
-    p.add_argument("--warmup", type=float, default=d.warmup,
-                   help="seconds of traffic before the first window (default %(default)s)")
-    p.add_argument("--queues", type=_ints, default=d.queues,
-                   help="RX queue counts of the balancer veth, comma-separated (default 1,2)")
-    p.add_argument("--flows", type=int, default=d.flows,
-                   help="distinct source (address, port) pairs (default %(default)s)")
-    p.add_argument("--vip", default=d.vip, help="VIP address (default %(default)s)")
-    p.add_argument("--vip-port", type=int, default=d.vip_port,
-                   help="VIP TCP port (default %(default)s)")
-    p.add_argument("--backends", default=",".join(d.backends),
-                   help="backend addresses of the VIP, comma-separated (default: 10 of "
-                        "10.200.0.0/24)")
-    p.add_argument("--gen-cpus", type=_ints, default=None,
-                   help="CPUs trafgen runs on, one worker each (default: one per RX queue, "
-                        "highest CPUs first)")
-    nic = p.add_argument_group("real NICs")
-    nic.add_argument("--interface", help="real-NIC mode: the interface to run on")
-    nic.add_argument("--peer-mac", help="balancer host: next-hop MAC of forwarded frames "
-                                        "(the generator host's interface)")
-    nic.add_argument("--src-mac", help="source MAC of frames sent (default: the interface's)")
-    nic.add_argument("--generate", action="store_true",
-                     help="generator host: run trafgen on --interface to --dst-mac")
-    nic.add_argument("--dst-mac", help="generator host: the balancer's interface MAC")
-    p.add_argument("--json", type=Path, default=d.json_path, metavar="PATH",
-                   help="where to write the JSON (default: bench/results/throughput.json)")
-    p.add_argument("--no-json", action="store_true", help="write no JSON")
+    p = common.parser("throughput", EXAMPLES, Options)
     p.add_argument("--print-trafgen", action="store_true",
                    help="print the trafgen configuration (veth addresses) and exit")
     a = p.parse_args(argv)
-    if a.duration <= 0 or a.rounds < 1 or a.flows < 1 or not a.queues \
-            or min(a.queues) < 1:
+    if a.duration <= 0 or a.rounds < 1 or a.flows < 1 or min(a.queues) < 1:
         p.error("--duration > 0, --rounds >= 1, --flows >= 1, --queues >= 1")
     if a.interface and not a.generate and not a.peer_mac:
         p.error("--interface (balancer host) needs --peer-mac")
     if a.generate and not (a.interface and a.dst_mac):
         p.error("--generate needs --interface and --dst-mac")
-    opts = Options(duration=a.duration, rounds=a.rounds, warmup=a.warmup,
-                   queues=tuple(a.queues), flows=a.flows, vip=a.vip, vip_port=a.vip_port,
-                   backends=tuple(b for b in a.backends.split(",") if b),
-                   interface=a.interface, peer_mac=a.peer_mac, src_mac=a.src_mac,
-                   dst_mac=a.dst_mac, generate=a.generate, gen_cpus=a.gen_cpus,
-                   json_path=None if a.no_json else a.json)
+    opts = common.options_from(Options, a)
     return opts, a
 
 
@@ -690,16 +665,14 @@ def main(argv: list[str] | None = None) -> int:
                                 opts.vip_port) for s, p in flow_sources(opts.flows)]
         print(trafgen_config(frames), end="")
         return 0
-    if os.geteuid() != 0:
-        log("bench.throughput needs root (XDP, namespaces)")
+    if not common.is_root("throughput", "XDP, namespaces"):
         return 1
     if opts.generate:
         return run_generate(opts)
-    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so namespaces and trafgen are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    common.unwind_on_sigterm()
     cpus = sorted(os.sched_getaffinity(0))
     rows = run_nic(opts) if opts.interface else run_veth(opts)
-    host = host_facts(argparse.Namespace(cpu=None))
+    host = common.host_facts()
     cpu_note = ("veth: the balancer's XDP runs in the NAPI poll on the CPU that sent the frame, "
                 "so on each generator CPU (trafgen pinned by taskset and cpu(N): prefixes); "
                 "threaded NAPI not used (stalls under trafgen on this kernel)"
@@ -715,11 +688,7 @@ def main(argv: list[str] | None = None) -> int:
                    "balancer": "lb/xdp/balancer.c, production build (no -DLB_BENCH)"},
         "rows": rows,
     }
-    print(render(report))
-    if opts.json_path is not None:
-        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {opts.json_path}")
+    common.emit("throughput", report, render, opts.json_path)
     results = [r["result"] for r in rows]
     return 1 if "INVALID" in results else 0
 

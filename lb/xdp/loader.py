@@ -19,6 +19,7 @@ from bcc import BPF
 from pyroute2 import IPRoute
 
 from lb.xdp.config import Sizes, host_possible_cpus
+from lb.xdp.libbpf import LIBBPF as _libbpf
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS, check_layouts
 from lb.xdp.types import XdpMode
 
@@ -285,13 +286,6 @@ class _MapInfo(ctypes.Structure):
                 ("key_size", ctypes.c_uint32), ("value_size", ctypes.c_uint32),
                 ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
                 ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]
-
-
-_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_libbpf.bpf_obj_get.argtypes = [ctypes.c_char_p]
-_libbpf.bpf_obj_get.restype = ctypes.c_int
-_libbpf.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
-_libbpf.bpf_obj_pin.restype = ctypes.c_int
 
 
 def map_info(map_fd: int) -> _MapInfo:

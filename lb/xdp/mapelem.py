@@ -7,10 +7,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_libbpf.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_libbpf.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_uint64]
+from lb.xdp.libbpf import LIBBPF as _libbpf
 
 
 class MapElemError(OSError):

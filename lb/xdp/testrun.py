@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from lb.xdp.consts import VERDICT_NAMES
+from lb.xdp.libbpf import LIBBPF as _libbpf
 
 # Room for the program to grow the frame (the kernel gives 256 bytes of headroom).
 _OUT_SLACK = 512
@@ -35,11 +36,6 @@ class _TestRunOpts(ctypes.Structure):
         ("cpu", ctypes.c_uint32),
         ("batch_size", ctypes.c_uint32),
     ]
-
-
-_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_libbpf.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
-_libbpf.bpf_prog_test_run_opts.restype = ctypes.c_int
 
 
 class TestRunError(OSError):

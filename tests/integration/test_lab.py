@@ -3,7 +3,6 @@ attach/detach report the truth on real veths."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import subprocess
@@ -20,10 +19,10 @@ from lb.lab.veth import VethLab
 from lb.lab.waits import wait_until
 from lb.netns import in_netns
 from lb.xdp import loader
+from lb.xdp.libbpf import LIBBPF
 from lb.xdp.types import XdpMode
 
 PREFIX = "lbt"
-_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
 
 
 def _root_links() -> set[str]:
@@ -46,7 +45,7 @@ def _xdp_program_id(netns: str, ifindex: int) -> int:
 
 
 def _program_exists(prog_id: int) -> bool:
-    fd = _libbpf.bpf_prog_get_fd_by_id(prog_id)
+    fd = LIBBPF.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         return False
     os.close(fd)

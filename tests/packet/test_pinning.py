@@ -18,6 +18,7 @@ from lb.control.service import Balancer, vip_key
 from lb.xdp import loader
 from lb.xdp.config import RuntimeConfig, Sizes
 from lb.xdp.consts import XDP_TX
+from lb.xdp.libbpf import LIBBPF
 from lb.xdp.maps import Dataplane
 from lb.xdp.structs import LbCounters
 from lb.xdp.testrun import test_run
@@ -29,7 +30,6 @@ VIP = "10.100.7.1"
 BACKEND = ipaddress.ip_address("10.0.7.10")
 # enum bpf_map_type (UAPI).
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
-LIBBPF = ctypes.CDLL("libbpf.so.1", use_errno=True)
 
 
 @pytest.fixture

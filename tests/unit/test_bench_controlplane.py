@@ -4,26 +4,10 @@
 import pytest
 
 from bench import controlplane as bc
+from bench.common import host_facts
 from lb.control.maglev import build_ring
 
 SMALL_RING = 1009  # a prime: rings of a few backends build in well under a millisecond
-
-
-def test_percentile_interpolates_between_ranks_like_numpy():
-    values = list(range(1, 101))  # 1..100, given shuffled below
-    shuffled = values[::2] + values[1::2]
-    assert bc.percentile(shuffled, 50) == pytest.approx(50.5)
-    assert bc.percentile(shuffled, 99) == pytest.approx(99.01)
-    assert bc.percentile(shuffled, 0) == 1
-    assert bc.percentile(shuffled, 100) == 100
-    assert bc.percentile([7.0], 99) == 7.0
-
-
-def test_percentile_of_nothing_or_out_of_range_is_an_error():
-    with pytest.raises(ValueError):
-        bc.percentile([], 50)
-    with pytest.raises(ValueError):
-        bc.percentile([1.0], 101)
 
 
 def test_the_minimum_is_the_removed_backends_slots_or_the_added_backends_share():
@@ -88,7 +72,7 @@ def test_the_table_shows_every_figure_with_its_target_without_a_daemon():
                       diff_samples=2, ring_size=SMALL_RING, live=False)
     builds = bc.time_builds(opts.build_sizes, opts.build_runs, opts.ring_size)
     diffs = bc.diff_figures(opts.diff_sizes, opts.diff_samples, opts.ring_size)
-    report = bc.build_report(opts, bc.host_facts(opts), builds, diffs, None)
+    report = bc.build_report(opts, host_facts(), builds, diffs, None)
     assert report["schema"] == bc.SCHEMA
     assert report["figures"]["build_1000"]["target"] == bc.TARGET_BUILD_1000_MS
     assert report["figures"]["build_10"]["result"] == "-"

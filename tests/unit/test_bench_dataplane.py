@@ -91,7 +91,7 @@ def test_a_figure_that_failed_its_path_check_is_printed_invalid_not_as_a_number(
     est = report["cases"]["established"]
     assert est["ns"] is None and est["ratio"] is None and est["result"] == "INVALID"
     text = bd.render(report)
-    row = next(line for line in text.splitlines() if line.startswith("established "))
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("established "))
     assert "INVALID" in row and "141" not in row
     assert "ct_hit = 0, expected 1,000,000" in text
     assert report["host"]["kernel"] in text and f"x {report['host']['cpus']}" in text
