@@ -59,10 +59,13 @@ class Rest:
         """Everything a request could change: the kernel's maps and the desired state."""
         return self.kernel.snapshot(), check(self.client.get("/config"), 200)
 
-    def vip_num(self, address: str, port: int, protocol: str = "tcp") -> int:
-        """The VIP's number in the kernel (its ring's index)."""
+    def vip_entry(self, address: str, port: int, protocol: str = "tcp") -> tuple[int, int]:
+        """The VIP's entry in the kernel: (number, i.e. its ring's index; F_VIP_* flags)."""
         key = VipKey(ipaddress.ip_address(address), port, PROTOCOLS[protocol])
-        return self.kernel.vip_entries[key][0]
+        return self.kernel.vip_entries[key]
+
+    def vip_num(self, address: str, port: int, protocol: str = "tcp") -> int:
+        return self.vip_entry(address, port, protocol)[0]
 
     def ring(self, address: str, port: int, protocol: str = "tcp") -> set[str]:
         """The backend addresses the VIP's ring names in the kernel."""

@@ -26,9 +26,7 @@ def test_a_vip_is_created_read_listed_and_deleted_in_the_kernel_too(rest: Rest) 
                                  "all_backends_down")} == {
         "address": "10.100.0.5", "port": 8080, "protocol": "udp", "flags": ["no_conn_table"],
         "backends": [], "all_backends_down": False}
-    num = rest.vip_num("10.100.0.5", 8080, "udp")
-    assert rest.kernel.vip_entries[next(iter(rest.kernel.vip_entries))] == (
-        num, int(VipFlag.NO_CONN_TABLE))
+    assert rest.vip_entry("10.100.0.5", 8080, "udp")[1] == int(VipFlag.NO_CONN_TABLE)
     # The address comes back in canonical form; protocol defaults to tcp.
     other = check(api.post("/vips", json={"address": "FD00:100:0::5", "port": 0}), 201)
     assert (other["address"], other["protocol"]) == ("fd00:100::5", "tcp")
@@ -47,12 +45,10 @@ def test_patch_and_flags_change_a_vip_and_its_kernel_entry(rest: Rest) -> None:
     changed = check(api.patch(f"/vips/{vip_id}", json={"flags": ["hash_no_src_port"],
                                                        "slow_start_s": 5}), 200)
     assert (changed["flags"], changed["slow_start_s"]) == (["hash_no_src_port"], 5)
-    assert rest.kernel.vip_entries[next(iter(rest.kernel.vip_entries))][1] == int(
-        VipFlag.HASH_NO_SRC_PORT)
+    assert rest.vip_entry("10.100.0.5", 80)[1] == int(VipFlag.HASH_NO_SRC_PORT)
     flagged = check(api.put(f"/vips/{vip_id}/flags", json={"flags": ["no_conn_table"]}), 200)
     assert (flagged["flags"], flagged["slow_start_s"]) == (["no_conn_table"], 5)
-    assert rest.kernel.vip_entries[next(iter(rest.kernel.vip_entries))][1] == int(
-        VipFlag.NO_CONN_TABLE)
+    assert rest.vip_entry("10.100.0.5", 80)[1] == int(VipFlag.NO_CONN_TABLE)
     assert check(api.get(f"/vips/{vip_id}"), 200) == flagged
 
 
