@@ -103,7 +103,7 @@ def test_the_port_names_exactly_what_the_control_plane_calls() -> None:
     """Every member used on a data plane anywhere in lb/control is in the port, and the port
     has nothing the control plane does not use."""
     used: dict[str, str] = {}
-    for path in sorted(CONTROL.glob("*.py")):
+    for path in sorted(CONTROL.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and ast.unparse(node.value) in DATAPLANE_NAMES:
                 used.setdefault(node.attr, f"{path.name}:{node.lineno}")
