@@ -21,6 +21,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from lb.control.dataplane import DataplanePort
 from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
 from lb.control.maglev import build_ring, ring_digest
 from lb.control.model import ApplyReport
@@ -84,7 +85,7 @@ class VipState:
 class Balancer:
     """Desired state in memory, mirrored into the data plane's maps on every change."""
 
-    def __init__(self, dataplane: Dataplane) -> None:
+    def __init__(self, dataplane: DataplanePort) -> None:
         self.dp = dataplane
         self.sizes = dataplane.sizes
         self.vips: dict[VipKey, VipState] = {}

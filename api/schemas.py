@@ -1,0 +1,153 @@
+"""The REST layer's request and response bodies: Create / Update / Read schemas by resource.
+
+Desired state has one definition, lb.control.model (the store and the CLI use it too): the
+Create, Update and Read schemas of VIPs, backends and the configuration are those models,
+named here by the role they play in the API (the OpenAPI document keeps the models' names:
+VipSpec, VipView, BackendSpec, ...). Observed state (health, readiness, statistics) exists
+only as answers: its Read schemas are defined here. Every route answers one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lb.control import model
+from lb.control.model import IpAddress
+
+# --- desired state: the domain models, by role ---------------------------------------------
+VipCreate: TypeAlias = model.VipSpec
+VipUpdate: TypeAlias = model.VipUpdate
+FlagsUpdate: TypeAlias = model.FlagsUpdate
+VipRead: TypeAlias = model.VipView
+BackendCreate: TypeAlias = model.BackendSpec
+BackendUpdate: TypeAlias = model.BackendUpdate
+BackendRead: TypeAlias = model.BackendSpec
+ConfigDocument: TypeAlias = model.ConfigDocument  # read whole (GET), replaced whole (PUT)
+ApplyReport: TypeAlias = model.ApplyReport
+
+
+# --- observed state: answers only --------------------------------------------------------
+class _Read(BaseModel):
+    # Unknown keys are an error, not dropped: a new key in an answer must be documented here.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Read):
+    """An error: what went wrong, naming the field at fault when there is one."""
+
+    detail: str
+
+
+class Liveness(_Read):
+    """GET /healthz: the process is up."""
+
+    status: Literal["ok"]
+
+
+class Startup(_Read):
+    """What the daemon's start-up found in pinned maps and wrote to make them the state."""
+
+    adopted_vips: int = Field(description="VIPs found in maps pinned by an earlier run")
+    vips_added: int
+    vips_removed: int
+    vips_changed: int
+    ring_slots_written: int
+
+
+class Readiness(_Read):
+    """GET /readyz: the program is attached and its maps answer (503 when not)."""
+
+    ready: bool
+    problems: list[str] = Field(description="what is wrong; empty when ready")
+    interface: str
+    netns: str | None = Field(description="the network namespace the daemon works in")
+    mode: str | None = Field(description="XDP mode in effect (native or generic); "
+                             "null: no program attached")
+    next_hop_mac: str
+    pin_dir: str
+    startup: Startup
+
+
+class LastCheck(_Read):
+    """A backend's last health check."""
+
+    ok: bool
+    reason: str
+    at: float | None = Field(description="when it ran (Unix time, s)")
+
+
+class BackendHealth(_Read):
+    """A backend's health as its checks see it."""
+
+    state: Literal["unknown", "up", "down"]
+    since: float = Field(description="in this state since (Unix time, s)")
+    in_state_s: float
+    last_check: LastCheck | None
+    transitions: int
+
+
+class BackendCheck(model.CheckSpec):
+    """The health check a backend gets: its VIP's, with the port it probes."""
+
+    port: int = Field(description="the port probed: the check's own, else the VIP's")
+
+
+class BackendStatus(model.BackendSpec):
+    """A backend of a VIP as configured and as observed."""
+
+    state: Literal["up", "down", "draining", "unknown"]
+    health: BackendHealth | None = Field(description="null: not health-checked")
+    in_ring: bool = Field(description="the VIP's ring names it now")
+    effective_weight: int = Field(description="the weight its ring has now (0: out of the "
+                                  "ring; ramping during slow start)")
+    check: BackendCheck | None
+    conn_table_entries: int | None = Field(
+        None, description="connection-table entries pointing at it; present for draining "
+        "backends, and for every one with ?conn_entries=true")
+
+
+class ChangedVips(_Read):
+    """The ids of the VIPs a change of one backend address touched."""
+
+    vips: list[int]
+
+
+class ProbeSchedule(_Read):
+    """A health probe and the CLOCK_MONOTONIC start times (s) of its last checks."""
+
+    address: IpAddress
+    port: int
+    type: str
+    interval_s: float
+    starts: list[float]
+
+
+class Stats(_Read):
+    """Global data-plane counters (packets), by group, by lower-case counter name."""
+
+    totals: dict[str, int]
+    conn_table: dict[str, int]
+    pass_reasons: dict[str, int]
+    drop_reasons: dict[str, int]
+
+
+class BackendTraffic(_Read):
+    """What was sent to one backend of a VIP (its counters cover every VIP it serves)."""
+
+    address: IpAddress
+    weight: int
+    ring_slots: int = Field(description="slots of this VIP's ring naming it")
+    packets: int
+    bytes: int
+
+
+class VipStats(_Read):
+    """Packets and bytes sent for a VIP and to each of its backends."""
+
+    id: int
+    packets: int
+    bytes: int
+    ring_size: int
+    backends: list[BackendTraffic]
