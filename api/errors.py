@@ -8,7 +8,11 @@ message names the field at fault when there is one, e.g. "weight: must be ...").
     ├── NotFound         404  the VIP or backend does not exist
     ├── AlreadyExists    409  the VIP or backend is already there
     ├── InvalidInput     422  a value the data plane cannot take
-    └── CapacityError    507  the data plane has no room left (max_vips, max_backends)
+    ├── CapacityError    507  the data plane has no room left (max_vips, max_backends)
+    └── StoreError       500  the store refused the commit (the kernel was put back)
+        ├── StoreFull    507  the store's disk is full
+        ├── Conflict     409  another balancer host committed a change first: retry
+        └── Unavailable  503  the store (etcd) cannot be reached: nothing changed
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from api.schemas import ErrorDetail
-from lb.control.errors import AlreadyExists, BalancerError, CapacityError, InvalidInput, NotFound
+from lb.control.errors import (
+    AlreadyExists,
+    BalancerError,
+    CapacityError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    StoreFull,
+    Unavailable,
+)
 
 # Each domain error's status; a subclass takes its nearest listed base's.
 ERROR_STATUS: dict[type[BalancerError], int] = {
@@ -28,6 +42,10 @@ ERROR_STATUS: dict[type[BalancerError], int] = {
     AlreadyExists: status.HTTP_409_CONFLICT,
     InvalidInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
     CapacityError: status.HTTP_507_INSUFFICIENT_STORAGE,
+    StoreError: status.HTTP_500_INTERNAL_SERVER_ERROR,
+    StoreFull: status.HTTP_507_INSUFFICIENT_STORAGE,
+    Conflict: status.HTTP_409_CONFLICT,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 _MEANING = {

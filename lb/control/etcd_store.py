@@ -26,19 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lb.control.errors import Conflict, StoreError, Unavailable
 from lb.control.etcd import Etcd, EtcdError, EtcdUnreachable, delete, mod_revision_is, put
 from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
-from lb.control.store import StoreError
 
 SCHEMA_VERSION = 1
-
-
-class Conflict(StoreError):
-    """Another host committed a change this host had not applied yet: retry after it has."""
-
-
-class Unavailable(StoreError):
-    """The store cannot take changes now (etcd unreachable); the kernel keeps its state."""
 
 
 def _vip_doc(spec: VipSpec) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from lb.control.errors import StoreError, StoreFull
 from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
 
 SCHEMA_VERSION = 1
@@ -49,8 +50,10 @@ CREATE TABLE IF NOT EXISTS backends (
 """
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened, is of another schema version, or refused a commit."""
+
+
+def _is_full(e: sqlite3.Error) -> bool:
+    return getattr(e, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(e)
 
 
 class RowWriter(Protocol):
@@ -148,13 +151,28 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises."""
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._error("begin", e) from e
+        step = "write"
         try:
             yield Transaction(self._db)
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            step = "commit"
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            # A write the schema refuses is the caller's bug and stays as it is; a commit
+            # that fails, or any write on a full disk, is the store's error.
+            if isinstance(e, sqlite3.Error) and (step == "commit" or _is_full(e)):
+                raise self._error(step, e) from e
             raise
-        self._db.execute("COMMIT")
+
+    def _error(self, step: str, e: sqlite3.Error) -> StoreError:
+        """A store error naming the file, the step and SQLite's reason (full disk: StoreFull)."""
+        cls = StoreFull if _is_full(e) else StoreError
+        return cls(f"{self.path}: {step} failed: {e}; nothing was changed")
 
     def next_position(self) -> int:
         """The position after every backend's (positions order a VIP's backends)."""

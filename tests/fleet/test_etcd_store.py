@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from lb.control.errors import Conflict, Unavailable
 from lb.control.etcd import Etcd
-from lb.control.etcd_store import Conflict, EtcdStore, Unavailable
+from lb.control.etcd_store import EtcdStore
 from lb.control.model import BackendSpec, VipSettings, VipSpec
 
 

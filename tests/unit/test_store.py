@@ -7,8 +7,9 @@ import sqlite3
 
 import pytest
 
+from lb.control.errors import StoreError
 from lb.control.model import BackendSpec, VipSettings, VipSpec
-from lb.control.store import SCHEMA_VERSION, Store, StoreError
+from lb.control.store import SCHEMA_VERSION, Store
 
 ip = ipaddress.ip_address
 
