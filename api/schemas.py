@@ -56,6 +56,17 @@ class Startup(_Read):
     ring_slots_written: int
 
 
+class StoreStatus(_Read):
+    """Where desired state comes from and which of its revisions the kernel holds."""
+
+    kind: str = Field(description="sqlite or etcd")
+    revision: int = Field(description="the store's revision the kernel holds (0: sqlite)")
+    reachable: bool = Field(description="false: etcd does not answer; forwarding goes on "
+                            "with the last applied state, changes answer 503")
+    from_local_copy: bool = Field(description="started while etcd was unreachable: serving "
+                                  "this host's copy of the last applied state")
+
+
 class Readiness(_Read):
     """GET /readyz: the program is attached and its maps answer (503 when not)."""
 
@@ -68,6 +79,7 @@ class Readiness(_Read):
     next_hop_mac: str
     pin_dir: str
     startup: Startup
+    store: StoreStatus
 
 
 class LastCheck(_Read):

@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,14 @@ from api.app import create_app
 from lb import netns
 from lb.control import netinfo
 from lb.control.controller import Controller
+from lb.control.etcd import Etcd, parse_store_url
+from lb.control.etcd_store import EtcdStore
+from lb.control.fleet import Fleet
 from lb.control.health import Monitor
 from lb.control.model import ApplyReport
 from lb.control.service import Balancer
 from lb.control.settings import Settings
-from lb.control.store import Store
+from lb.control.store import StateStore, Store
 from lb.xdp import loader
 from lb.xdp.maps import Dataplane
 from lb.xdp.types import XdpMode
@@ -50,6 +54,7 @@ class Runtime:
     startup: ApplyReport = field(default_factory=ApplyReport)
     adopted_vips: int = 0
     started_at: float = field(default_factory=time.time)
+    store: StateStore | None = None
 
     def readiness(self, dataplane: Dataplane) -> dict[str, Any]:
         problems = []
@@ -66,7 +71,15 @@ class Runtime:
         return {"ready": not problems, "problems": problems, "interface": self.interface.name,
                 "netns": self.settings.netns, "mode": mode, "next_hop_mac": self.next_hop,
                 "pin_dir": str(self.settings.pin_dir),
-                "startup": {"adopted_vips": self.adopted_vips, **self.startup.model_dump()}}
+                "startup": {"adopted_vips": self.adopted_vips, **self.startup.model_dump()},
+                "store": self.store_status()}
+
+    def store_status(self) -> dict[str, Any]:
+        store = self.store
+        if isinstance(store, EtcdStore):
+            return {"kind": "etcd", "revision": store.revision, "reachable": store.reachable,
+                    "from_local_copy": store.from_local_copy}
+        return {"kind": "sqlite", "revision": 0, "reachable": True, "from_local_copy": False}
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -107,19 +120,22 @@ def run(settings: Settings) -> None:
     dataplane.write_config(settings.runtime_config(
         next_hop_mac=next_hop, src_mac=egress.mac,
         egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu))
-    store = Store(settings.database)
+    store = runtime.store = open_store(settings)
     balancer = Balancer.adopt(dataplane)
     runtime.adopted_vips = len(balancer.vips)
     controller = Controller(store, balancer, settings.settle_interval_s,
                             settings.tcp_idle_timeout_s)
     runtime.startup = controller.reconcile()
-    log.info("reconciled %d VIPs from %s with %d adopted from %s: %s", len(controller.vips),
-             settings.database, runtime.adopted_vips, settings.pin_dir, runtime.startup)
+    log.info("reconciled %d VIPs from %s (revision %d) with %d adopted from %s: %s",
+             len(controller.vips), _describe(store), controller.revision, runtime.adopted_vips,
+             settings.pin_dir, runtime.startup)
     runtime.mode = loader.attach(program.fd, iface.index, settings.xdp_mode)
     # Health checks start after the first reconcile: until a backend's first verdict it
     # counts as up, so a restart keeps every ring as it was.
     controller.attach_monitor(Monitor(controller.on_health))
     controller.start_settling()
+    stop_following = threading.Event()
+    fleet = _join_fleet(settings, store, controller, stop_following)
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
 
@@ -138,10 +154,49 @@ def run(settings: Settings) -> None:
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        stop_following.set()
+        if fleet is not None:
+            fleet.close()
         controller.close()
         store.close()
         log.info("stopped; the XDP program stays attached to %s (lb detach removes it)",
                  iface.name)
+
+
+def open_store(settings: Settings) -> StateStore:
+    """The store `settings.store` names: SQLite in state_dir, or the fleet's etcd prefix
+    (with this host's local copy of the applied state in state_dir)."""
+    if settings.store == "sqlite":
+        return Store(settings.database)
+    endpoints, prefix = parse_store_url(settings.store)
+    return EtcdStore(Etcd(endpoints), prefix, settings.state_dir / "etcd-applied.json")
+
+
+def _describe(store: StateStore) -> str:
+    if isinstance(store, EtcdStore):
+        origin = "its local copy" if store.from_local_copy else "etcd"
+        return f"etcd prefix {store.prefix.decode()} ({origin})"
+    return str(store.path)
+
+
+def _join_fleet(settings: Settings, store: StateStore, controller: Controller,
+                stop: threading.Event) -> Fleet | None:
+    """With an etcd store: follow committed revisions and publish this host's report."""
+    if not isinstance(store, EtcdStore):
+        return None
+    fleet = Fleet(store.etcd, store.prefix, settings.host_name, settings.fleet_lease_ttl_s,
+                  on_verdicts=controller.on_fleet_verdicts)
+    controller.attach_fleet(fleet, settings.fleet_health)
+    fleet.start()
+
+    def follow() -> None:
+        store.follow(controller.apply_committed, stop,
+                     on_error=lambda e: log.warning("store event=watch_failed error=%s", e))
+
+    threading.Thread(target=follow, name="lb-store-follow", daemon=True).start()
+    log.info("fleet event=joined host=%s prefix=%s health=%s", settings.host_name,
+             store.prefix.decode(), settings.fleet_health)
+    return fleet
 
 
 def detach(settings: Settings, unpin: bool = False) -> None:

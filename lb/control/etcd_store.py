@@ -104,6 +104,7 @@ class EtcdStore:
         self.path = local_copy
         self.revision = 0          # the etcd revision of the state last loaded or applied
         self.from_local_copy = False
+        self.reachable = True      # false from a failed call until one succeeds
         self._change_rev = 0       # mod revision of P/meta/change in that state
         self._docs: dict[int, dict[str, Any]] = {}
         self._next_id = 1
@@ -145,7 +146,9 @@ class EtcdStore:
             try:
                 revision, kvs = self.etcd.get_prefix(self.prefix)
             except EtcdUnreachable:
+                self.reachable = False
                 return self._load_local_copy()
+            self.reachable = True
             self._docs, self._next_id, self._change_rev = {}, 1, 0
             for kv in kvs:
                 self._absorb(kv.key, kv.value, kv.mod_revision)
@@ -208,9 +211,12 @@ class EtcdStore:
                 ok, revision = self.etcd.txn(
                     [mod_revision_is(self._key("meta", "change"), base)], ops)
             except EtcdUnreachable as e:
-                raise Unavailable(str(e)) from e
+                self.reachable = False
+                raise Unavailable(f"the store (etcd {self.prefix.decode()}) is unreachable: "
+                                  f"nothing was changed ({e})") from e
             except EtcdError as e:
                 raise StoreError(str(e)) from e
+            self.reachable = True
             if not ok:
                 raise Conflict(f"another host changed the desired state after revision "
                                f"{self.revision}: retry once this host has applied it")
@@ -233,6 +239,7 @@ class EtcdStore:
                 apply(self.revision, vips)
             try:
                 for batch in self.etcd.watch_prefix(self.prefix, self.revision + 1, stop):
+                    self.reachable = True
                     with self._lock:
                         if batch.revision <= self.revision:
                             continue
@@ -244,6 +251,7 @@ class EtcdStore:
                         self._save_local_copy()
                     apply(batch.revision, vips)
             except EtcdUnreachable as e:
+                self.reachable = False
                 if on_error:
                     on_error(e)
                 stop.wait(1.0)

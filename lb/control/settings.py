@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -20,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lb.control.etcd import parse_store_url
 from lb.xdp.config import RuntimeConfig, Sizes, _mac_bytes
 from lb.xdp.types import XdpMode
 
@@ -40,6 +42,15 @@ class Settings(BaseSettings):
                                      "frames; default: the default route's gateway's MAC")
     egress_interface: str | None = Field(None, description="two-arm: send encapsulated "
                                          "frames out of this interface (XDP_REDIRECT)")
+    store: str = Field("sqlite", description="where desired state lives: sqlite (a file in "
+                       "state_dir, one host) or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (a fleet)")
+    host_name: str = Field(default_factory=socket.gethostname, description="this host's name "
+                           "in the fleet (etcd store); default: the host name")
+    fleet_health: Literal["fleet", "local"] = Field(
+        "fleet", description="in a fleet, rings use the fleet's health verdicts (fleet: the "
+        "same rings on every host) or this host's own (local)")
+    fleet_lease_ttl_s: int = Field(10, ge=2, le=300, description="seconds a host that stopped "
+                                   "renewing its fleet report stays in the fleet")
     mtu: int | None = Field(None, description="L3 MTU toward backends; default: the "
                             "egress interface's MTU")
     ttl: int = 64
@@ -82,6 +93,13 @@ class Settings(BaseSettings):
         # An empty LB_API_TOKEN is no token: "Bearer " would be a password anyone can send.
         if value is not None and not value.get_secret_value().strip():
             return None
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value != "sqlite":
+            parse_store_url(value)  # ValueError names what is wrong
         return value
 
     @field_validator("next_hop_mac")

@@ -43,7 +43,9 @@ def ready() -> dict[str, Any]:
     return {"ready": True, "problems": [], "interface": "eth0", "netns": None,
             "mode": "native", "next_hop_mac": "02:00:00:00:00:01", "pin_dir": "/sys/fs/bpf/lb",
             "startup": {"adopted_vips": 0, "vips_added": 0, "vips_removed": 0,
-                        "vips_changed": 0, "ring_slots_written": 0}}
+                        "vips_changed": 0, "ring_slots_written": 0},
+            "store": {"kind": "sqlite", "revision": 0, "reachable": True,
+                      "from_local_copy": False}}
 
 
 @dataclass
