@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 
 from api import errors
-from api.routes import backends, config, status, vips
+from api.routes import backends, config, fleet, status, vips
 from lb.control import metrics
 from lb.control.controller import Controller
 
@@ -50,7 +50,7 @@ def create_app(controller: Controller, readiness: Callable[[], dict[str, Any]],
     app.state.readiness = readiness
     app.state.token = token
     app.state.registry = registry
-    for router in (status.router, vips.router, backends.router, config.router):
+    for router in (status.router, vips.router, backends.router, config.router, fleet.router):
         app.include_router(router)
     errors.install(app)
     app.middleware("http")(_count_requests)

@@ -163,3 +163,28 @@ class VipStats(_Read):
     bytes: int
     ring_size: int
     backends: list[BackendTraffic]
+
+
+class FleetHost(_Read):
+    """One host's last report to the fleet."""
+
+    name: str
+    revision: int = Field(description="the store revision whose state its kernel holds")
+    rings: dict[int, str] = Field(description="VIP id -> digest of its ring in the kernel "
+                                  "(by backend address: equal rings, equal digests)")
+    health: dict[str, str] = Field(description="its own verdicts: '<vip id>/<backend>' -> "
+                                   "up, down or unknown")
+    started_at: float = Field(description="when its daemon started (Unix time, s)")
+    updated_at: float = Field(description="when it last reported (Unix time, s)")
+
+
+class FleetView(_Read):
+    """GET /fleet: the hosts of this host's fleet and whether their rings agree."""
+
+    host: str = Field(description="the host that answered")
+    store: str = Field(description="sqlite (a single host) or etcd")
+    hosts: list[FleetHost]
+    agreed: bool = Field(description="every host applied the same revision and holds the "
+                         "same ring for every VIP")
+    disagreeing_vips: list[int] = Field(description="VIPs whose ring digest differs between "
+                                        "hosts, or that some host lacks")

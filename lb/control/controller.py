@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from lb.control import metrics, observed
 from lb.control.errors import AlreadyExists, InvalidInput, NotFound
-from lb.control.fleet import Fleet, target_key
+from lb.control.fleet import Fleet, HostReport, target_key
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
     Address,
@@ -573,6 +573,25 @@ class Controller:
             return
         self._refresh_digests(vip_ids)
         self.fleet.report(revision=self.revision, rings=self._digests)
+
+    def fleet_view(self) -> dict[str, object]:
+        """Every live host's report (this host's as it is now) and the VIPs whose rings the
+        hosts disagree on; a single host reports itself alone."""
+        with self.lock:
+            me = HostReport(self.fleet.name if self.fleet else "local", self.revision,
+                            self.ring_digests(), {k: str(v) for k, v in
+                                                  self.local_verdicts().items()})
+            hosts = [h for h in (self.fleet.view() if self.fleet else []) if h.name != me.name]
+            if self.fleet is not None:
+                me.started_at = self.fleet.me.started_at
+                me.updated_at = self.fleet.me.updated_at
+        every = sorted([me, *hosts], key=lambda h: h.name)
+        ids = {i for h in every for i in h.rings}
+        disagree = sorted(i for i in ids if len({h.rings.get(i) for h in every}) > 1)
+        return {"host": me.name, "store": "etcd" if self.fleet else "sqlite",
+                "hosts": [vars(h) for h in every],
+                "agreed": not disagree and len({h.revision for h in every}) == 1,
+                "disagreeing_vips": disagree}
 
     def apply_committed(self, revision: int, vips: dict[int, Vip]) -> ApplyReport:
         """A committed state seen by the store's watch (another host's change, or the fleet's

@@ -26,6 +26,7 @@ import httpx
 from pyroute2 import netns as pyroute2_netns
 
 from lb.lab.errors import LabError
+from lb.lab.hosts import Host
 from lb.lab.namespaces import remove_leftovers
 from lb.lab.veth import FABRIC_MTU, VethLab
 from lb.xdp.loader import BPFFS
@@ -81,15 +82,17 @@ class LabDaemon:
 
     def __init__(self, lab: VethLab, *, max_vips: int = 16, max_backends: int = 64,
                  conn_table_size: int = 16384, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, log_path: Path | None = None,
+                 balancer: Host | None = None) -> None:
         self.lab = lab
+        self.balancer = balancer or lab.balancer  # which of the lab's balancers it runs on
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = Path(tempfile.mkdtemp(prefix="lb-state-"))
         self.pin_dir = BPFFS / f"{PIN_PREFIX}{os.getpid()}-{self.port}"
         self.log_path = log_path or self.state_dir / "daemon.log"
         self.args = [sys.executable, "-m", "lb", "run",
-                     "--netns", lab.balancer.netns, "--interface", lab.balancer.ifname,
+                     "--netns", self.balancer.netns, "--interface", self.balancer.ifname,
                      "--mtu", str(FABRIC_MTU), "--api-port", str(self.port),
                      "--state-dir", str(self.state_dir), "--pin-dir", str(self.pin_dir),
                      "--max-vips", str(max_vips), "--max-backends", str(max_backends),
@@ -114,13 +117,14 @@ class LabDaemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps it)
         try:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env, cwd=Path(__file__).parent.parent,
+                                            env=self.env, cwd=Path(__file__).parents[2],
                                             preexec_fn=_die_with_parent)
         finally:
             log.close()
         ready = self.wait_ready(timeout)
-        if ready.get("interface") == self.lab.balancer.ifname:
-            self.lab.steer_balancer_queues()  # RSS-like CPUs for the per-CPU conn table
+        if ready.get("interface") == self.balancer.ifname:
+            # RSS-like CPUs for the per-CPU conn table
+            self.lab.steer_balancer_queues(self.balancer)
         return ready
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:

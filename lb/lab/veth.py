@@ -63,7 +63,7 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +114,11 @@ class VethLab:
     """
 
     def __init__(self, n_backends: int = 3, rx_queues: int = 2, prefix: str = "lbl",
-                 vip_hosts: int = VIP_HOSTS) -> None:
+                 vip_hosts: int = VIP_HOSTS, n_balancers: int = 1) -> None:
         if not 1 <= n_backends <= 250:
             raise ValueError(f"n_backends must be 1..250, got {n_backends}")
+        if not 1 <= n_balancers <= 8:
+            raise ValueError(f"n_balancers must be 1..8, got {n_balancers}")
         if not 1 <= rx_queues <= 64:
             raise ValueError(f"rx_queues must be 1..64, got {rx_queues}")
         if not re.fullmatch(r"[a-z]+", prefix):
@@ -130,11 +132,19 @@ class VethLab:
                            v6=ipaddress.IPv6Address("fd00:0:1::2"),
                            router_v4=ipaddress.IPv4Address("10.0.1.1"),
                            router_v6=ipaddress.IPv6Address("fd00:0:1::1"), router_ifname="cl")
-        self.balancer = Host("balancer", f"{self.name}-balancer",
-                             v4=ipaddress.IPv4Address("10.0.2.2"),
-                             v6=ipaddress.IPv6Address("fd00:0:2::2"),
-                             router_v4=ipaddress.IPv4Address("10.0.2.1"),
-                             router_v6=ipaddress.IPv6Address("fd00:0:2::1"), router_ifname="lb")
+        # Balancer j's link is 10.0.(2+j).0/24, fd00:0:(2+j)::/64; the first is `balancer`.
+        self.balancers = [
+            Host("balancer" if j == 0 else f"balancer{j}",
+                 f"{self.name}-balancer" if j == 0 else f"{self.name}-balancer{j}",
+                 v4=ipaddress.IPv4Address(f"10.0.{2 + j}.2"),
+                 v6=ipaddress.IPv6Address(f"fd00:0:{2 + j:x}::2"),
+                 router_v4=ipaddress.IPv4Address(f"10.0.{2 + j}.1"),
+                 router_v6=ipaddress.IPv6Address(f"fd00:0:{2 + j:x}::1"),
+                 router_ifname="lb" if j == 0 else f"lb{j}")
+            for j in range(n_balancers)
+        ]
+        self.balancer = self.balancers[0]
+        self.routed_balancers: list[Host] = list(self.balancers)  # in the VIP route now
         self.backends = [
             Backend(f"backend{i}", f"{self.name}-be{i}",
                     v4=ipaddress.IPv4Address(f"10.1.{i}.2"),
@@ -166,7 +176,7 @@ class VethLab:
 
     @property
     def hosts(self) -> list[Host]:
-        return [self.client, self.balancer, *self.backends]
+        return [self.client, *self.balancers, *self.backends]
 
     @property
     def namespaces(self) -> list[str]:
@@ -193,7 +203,8 @@ class VethLab:
         # XDP_TX from the balancer is delivered only if the router's side has an XDP program.
         bpf, fd = loader.load_function(DECAP_SOURCE, "xdp_pass")
         self._bpf_handles.append(bpf)
-        self._attach(self.router_netns, self.balancer.router_ifindex, fd)
+        for balancer in self.balancers:
+            self._attach(self.router_netns, balancer.router_ifindex, fd)
 
     def _create_netns(self, name: str) -> None:
         if (NETNS_DIR / name).exists():
@@ -216,7 +227,7 @@ class VethLab:
         straight into the host's namespace (nothing ever appears in the root namespace)."""
         with in_netns(self.router_netns), IPRoute() as ipr:
             for host in self.hosts:
-                queues = self.rx_queues if host is self.balancer else 1
+                queues = self.rx_queues if host in self.balancers else 1
                 mtu = CLIENT_MTU if host is self.client else FABRIC_MTU
                 fd = os.open(NETNS_DIR / host.netns, os.O_RDONLY)
                 try:
@@ -249,12 +260,29 @@ class VethLab:
             ipr.route("add", dst="::/0", gateway=str(host.router_v6), family=socket.AF_INET6)
 
     def _configure_router(self) -> None:
-        with in_netns(self.router_netns), IPRoute() as ipr:
+        with in_netns(self.router_netns):
             sysctl("net.ipv4.ip_forward", 1)
             sysctl("net.ipv6.conf.all.forwarding", 1)
-            ipr.route("add", dst=str(VIP_NET_V4), gateway=str(self.balancer.v4))
-            ipr.route("add", dst=str(VIP_NET_V6), gateway=str(self.balancer.v6),
-                      family=socket.AF_INET6)
+            # Several balancers: ECMP by the L4 hash, as an edge router spreads flows.
+            sysctl("net.ipv4.fib_multipath_hash_policy", 1)
+            sysctl("net.ipv6.fib_multipath_hash_policy", 1)
+        self.route_vips(self.balancers)
+
+    def route_vips(self, balancers: Sequence[Host]) -> None:
+        """Route the VIP ranges over `balancers` (several: a multipath route, each flow to one
+        by its L4 hash), replacing the route in place (a balancer leaving or joining)."""
+        if not balancers:
+            raise ValueError("route_vips needs at least one balancer")
+        with in_netns(self.router_netns), IPRoute() as ipr:
+            for net, family, attr in ((VIP_NET_V4, socket.AF_INET, "v4"),
+                                      (VIP_NET_V6, socket.AF_INET6, "v6")):
+                hops = [str(getattr(b, attr)) for b in balancers]
+                if len(hops) == 1:
+                    ipr.route("replace", dst=str(net), gateway=hops[0], family=family)
+                else:
+                    ipr.route("replace", dst=str(net), family=family,
+                              multipath=[{"gateway": h} for h in hops])
+        self.routed_balancers = list(balancers)
 
     def _configure_backend(self, backend: Backend) -> None:
         with in_netns(backend.netns):
@@ -332,7 +360,7 @@ class VethLab:
         self.steer_balancer_queues()
         return effective
 
-    def steer_balancer_queues(self) -> dict[int, int]:
+    def steer_balancer_queues(self, balancer: Host | None = None) -> dict[int, int]:
         """Make the balancer's veth process each RX queue on one fixed CPU, as a NIC with RSS
         and per-queue interrupts does; returns {NAPI thread pid: CPU}.
 
@@ -341,22 +369,24 @@ class VethLab:
         With threaded NAPI each RX queue is polled by its own kernel thread, which is pinned
         here (queue thread i to CPU i mod CPUs); flows keep their queue (the router hashes
         them onto its TX queues), so they keep their CPU. Needs the program attached (veth
-        creates its NAPI instances then); idempotent.
+        creates its NAPI instances then); idempotent. `balancer`: one of `balancers`
+        (default: the first).
         """
-        threaded = Path("/sys/class/net") / self.balancer.ifname / "threaded"
+        host = balancer or self.balancer
+        threaded = Path("/sys/class/net") / host.ifname / "threaded"
         # /sys shows the namespace of whoever mounted it: `ip netns exec` mounts the netns' own.
-        ns = self.balancer.netns
+        ns = host.netns
         state = subprocess.run(["ip", "netns", "exec", ns, "cat", str(threaded)],
                                capture_output=True, text=True, check=True).stdout.strip()
         if state == "1":
             return dict(self._napi_cpus)
-        before = napi_threads(self.balancer.ifname)
+        before = napi_threads(host.ifname)
         subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo 1 > {threaded}"],
                        check=True)
-        new = sorted(napi_threads(self.balancer.ifname) - before)
+        new = sorted(napi_threads(host.ifname) - before)
         if len(new) != self.rx_queues:
             raise LabError(f"expected {self.rx_queues} NAPI threads for {ns}/"
-                           f"{self.balancer.ifname}, found {len(new)}")
+                           f"{host.ifname}, found {len(new)}")
         cpus = sorted(os.sched_getaffinity(0))
         for i, pid in enumerate(new):
             os.sched_setaffinity(pid, {cpus[i % len(cpus)]})

@@ -20,6 +20,7 @@ ENDPOINTS = {
     "/vips/{vip_id}/backends": {"get", "post"},
     "/vips/{vip_id}/backends/{address}": {"patch", "delete"},
     "/stats": {"get"},
+    "/fleet": {"get"},
     "/vips/{vip_id}/stats": {"get"},
     "/config": {"get", "put"},
     "/backends/{address}": {"patch", "delete"},

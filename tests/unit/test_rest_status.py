@@ -26,6 +26,7 @@ ENDPOINTS = {
     "/metrics": {"get"},
     "/health/schedule": {"get"},
     "/stats": {"get"},
+    "/fleet": {"get"},
     "/vips": {"get", "post"},
     "/vips/{vip_id}": {"get", "delete", "patch"},
     "/vips/{vip_id}/flags": {"put"},
