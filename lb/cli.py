@@ -54,20 +54,20 @@ DETACH_SETTINGS = ("interface", "netns", "pin_dir")
 
 
 # --- `lb run` flags, one per settings field ----------------------------------------------
-def _flag_kind(annotation: Any) -> tuple[type | None, list[str] | None] | None:
-    """(argparse type, choices) for a field's annotation, None where pydantic parses the
-    string; None for a secret, which gets no flag."""
+def _flag_kind(annotation: Any) -> tuple[type, list[str] | None] | None:
+    """(argparse type, choices) for a field's annotation (str: pydantic parses the string);
+    None for a secret, which gets no flag."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if annotation is SecretStr:
         return None
     if typing.get_origin(annotation) is typing.Literal:
-        return None, [str(a) for a in typing.get_args(annotation)]
+        return str, [str(a) for a in typing.get_args(annotation)]
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return None, [str(m.value) for m in annotation]
+        return str, [str(m.value) for m in annotation]
     if annotation in (int, float):
         return annotation, None
-    return None, None
+    return str, None
 
 
 def add_settings_flags(parser: argparse.ArgumentParser,

@@ -22,12 +22,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from lb.client import DEFAULT_API, DEFAULT_TIMEOUT, ApiError, Client, Refused, Unreachable
+from lb.client import DEFAULT_API, DEFAULT_TIMEOUT, ApiError, Client, Refused, Unreachable, Vip
 from lb.exitcodes import ExitCode, help_text
 from lb.table import table
 from lb.xdp.consts import VipFlag
@@ -59,7 +59,7 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
 
-def _describe(vip: dict[str, Any]) -> str:
+def _describe(vip: Vip) -> str:
     return f"{vip['address']} {vip['port']}/{vip['protocol']}"
 
 
@@ -67,13 +67,13 @@ def _flags(flags: Sequence[str], none: str = "none") -> str:
     return ",".join(flags) if flags else none
 
 
-def _backends_table(backends: Sequence[dict[str, Any]]) -> str:
+def _backends_table(backends: Sequence[Mapping[str, Any]]) -> str:
     total = sum(b["weight"] for b in backends)
     return table([(b["address"], b["weight"], _share(b["weight"], total)) for b in backends],
                  ("backend", "weight", "weight share"), "lrr")
 
 
-def _apply_report(report: dict[str, int]) -> str:
+def _apply_report(report: Mapping[str, Any]) -> str:
     return (f"{report['vips_added']} VIPs added, {report['vips_removed']} removed, "
             f"{report['vips_changed']} changed; {report['ring_slots_written']} ring slots "
             "written")
@@ -135,15 +135,15 @@ def cmd_vip_show(api: Client, args: argparse.Namespace) -> int:
         return ExitCode.OK
     print(f"VIP {vip['id']}: {_describe(vip)}")
     print(f"flags: {_flags(vip['flags'])}")
-    _print_backends(vip)
+    _print_backends(vip["id"], vip["backends"])
     return ExitCode.OK
 
 
-def _print_backends(vip: dict[str, Any]) -> None:
-    if vip["backends"]:
-        print(_backends_table(vip["backends"]))
+def _print_backends(vip_id: int, backends: Sequence[Mapping[str, Any]]) -> None:
+    if backends:
+        print(_backends_table(backends))
     else:
-        print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")
+        print(f"no backends (add one: lb backend add {vip_id} ADDRESS)")
 
 
 def cmd_vip_remove(api: Client, args: argparse.Namespace) -> int:
@@ -170,7 +170,7 @@ def cmd_backend_list(api: Client, args: argparse.Namespace) -> int:
     if args.json:
         print_json(backends)
     else:
-        _print_backends({"id": args.vip_id, "backends": backends})
+        _print_backends(args.vip_id, backends)
     return ExitCode.OK
 
 
