@@ -44,6 +44,7 @@ import httpx
 
 from bench import common
 from bench.common import Result, flag, log
+from lb.client import Client
 from lb.control.maglev import DEFAULT_RING_SIZE, build_ring, ring_diff
 from lb.xdp.consts import SLOT_BACKEND
 
@@ -293,12 +294,6 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> float:
         time.sleep(0.0005)
 
 
-def _ok(r: httpx.Response, what: str) -> httpx.Response:
-    if r.status_code >= 300:
-        raise RuntimeError(f"{what}: HTTP {r.status_code}: {r.text[:500]}")
-    return r
-
-
 def expected_ring(addresses: Sequence[str], index: dict[str, int], ring_size: int
                   ) -> list[int]:
     """The ring the balancer writes for backends `addresses` (weight 1 each), as kernel
@@ -330,7 +325,7 @@ class RingWatch(threading.Thread):
             time.sleep(0.0002)
 
 
-def change_latency(client: httpx.Client, rings: KernelRings, opts: Options) -> dict:
+def change_latency(client: Client, rings: KernelRings, opts: Options) -> dict:
     """Remove and re-add one backend of a VIP of `opts.backends` over REST. Each change is
     timed until a watcher thread sees the kernel ring equal the ring expected after it, and
     until the HTTP answer; slots written are the kernel ring's before/after difference."""
@@ -338,9 +333,8 @@ def change_latency(client: httpx.Client, rings: KernelRings, opts: Options) -> d
     backends = [backend_address(k) for k in range(opts.backends)]
     doc = {"vips": [{"address": vip, "port": VIP_PORT, "protocol": "tcp",
                      "backends": [{"address": a} for a in backends]}]}
-    _ok(client.put("/config", json=doc), "PUT /config (one VIP)")
-    vip_id = next(v["id"] for v in _ok(client.get("/vips"), "GET /vips").json()
-                  if v["address"] == vip)
+    client.put_config(doc)
+    vip_id = next(v["id"] for v in client.list_vips() if v["address"] == vip)
     num = rings.vip_nums()[vip]
     index = rings.backend_indexes()
     members = list(backends)
@@ -365,11 +359,10 @@ def change_latency(client: httpx.Client, rings: KernelRings, opts: Options) -> d
         watch.start()
         t0 = time.perf_counter()
         if added:
-            r = client.post(f"/vips/{vip_id}/backends", json={"address": address})
+            client.add_backend(vip_id, address)
         else:
-            r = client.delete(f"/vips/{vip_id}/backends/{address}")
+            client.remove_backend(vip_id, address)
         t1 = time.perf_counter()
-        _ok(r, f"{'POST' if added else 'DELETE'} backend {address}")
         after = rings.ring(num)
         watch.join()
         if watch.seen is None:
@@ -392,22 +385,21 @@ def change_latency(client: httpx.Client, rings: KernelRings, opts: Options) -> d
             "slots": _slots_summary(written, minimum)}
 
 
-def fanout(client: httpx.Client, rings: KernelRings, opts: Options) -> dict:
+def fanout(client: Client, rings: KernelRings, opts: Options) -> dict:
     """Take SHARED_BACKEND out of every fan-out VIP with one PUT /config, until no kernel
     ring names it; then (optionally) with one DELETE per VIP."""
     with_doc = fanout_document(opts.fanout_vips, opts.fanout_backends, opts.pool, True)
     without_doc = fanout_document(opts.fanout_vips, opts.fanout_backends, opts.pool, False)
-    body_with, body_without = json.dumps(with_doc), json.dumps(without_doc)
-    headers = {"content-type": "application/json"}
+    body_with, body_without = json.dumps(with_doc).encode(), json.dumps(without_doc).encode()
 
-    def put(body: str, what: str) -> tuple[float, float, dict]:
+    def put(body: bytes) -> tuple[float, float, dict]:
         t0 = time.perf_counter()
-        r = client.put("/config", content=body, headers=headers)
+        report = client.put_config(body)
         t1 = time.perf_counter()
-        return t0, t1, _ok(r, what).json()
+        return t0, t1, dict(report)
 
     log(f"  loading {opts.fanout_vips} VIPs x {opts.fanout_backends} backends (PUT /config) ...")
-    t0, t1, load_report = put(body_with, "PUT /config (fan-out load)")
+    t0, t1, load_report = put(body_with)
     load_ms = round((t1 - t0) * 1e3, 1)
     nums = rings.vip_nums()
     vip_nums = [nums[vip_address(i)] for i in range(opts.fanout_vips)]
@@ -421,26 +413,26 @@ def fanout(client: httpx.Client, rings: KernelRings, opts: Options) -> dict:
     removals, restores, reports, at_response = [], [], [], 0
     for r in range(opts.fanout_rounds):
         log(f"  round {r + 1}/{opts.fanout_rounds}: PUT /config without {SHARED_BACKEND}")
-        t0, t1, report = put(body_without, "PUT /config (shared backend out)")
+        t0, t1, report = put(body_without)
         left = holding()
         t_end = t1 if left == 0 else wait_until(lambda: holding() == 0, 30)
         at_response += left == 0
         removals.append(t_end - t0)
         reports.append(report)
-        t0, t1, _ = put(body_with, "PUT /config (shared backend back)")
+        t0, t1, _ = put(body_with)
         restores.append(t1 - t0)
     # The one-call path: DELETE /backends/{address} takes it out of every VIP at once.
     one_call, one_call_at_answer = [], 0
     for r in range(opts.fanout_rounds):
         log(f"  round {r + 1}/{opts.fanout_rounds}: DELETE /backends/{SHARED_BACKEND}")
         t0 = time.perf_counter()
-        _ok(client.delete(f"/backends/{SHARED_BACKEND}"), "DELETE /backends/{address}")
+        client.remove_backend_everywhere(SHARED_BACKEND)
         t1 = time.perf_counter()
         left = holding()
         t_end = t1 if left == 0 else wait_until(lambda: holding() == 0, 30)
         one_call_at_answer += left == 0
         one_call.append(t_end - t0)
-        put(body_with, "PUT /config (shared backend back)")
+        put(body_with)
     out = {"vips": opts.fanout_vips, "backends_per_vip": opts.fanout_backends,
            "distinct_backends": min(opts.pool, opts.fanout_vips * (opts.fanout_backends - 1)) + 1,
            "body_bytes": len(body_without),
@@ -453,10 +445,10 @@ def fanout(client: httpx.Client, rings: KernelRings, opts: Options) -> dict:
                                  "reflected_at_answer": one_call_at_answer}}
     if opts.per_vip_delete:
         log(f"  {opts.fanout_vips} x DELETE /vips/{{id}}/backends/{SHARED_BACKEND}")
-        ids = [v["id"] for v in _ok(client.get("/vips"), "GET /vips").json()]
+        ids = [v["id"] for v in client.list_vips()]
         t0 = time.perf_counter()
         for vip_id in ids:
-            _ok(client.delete(f"/vips/{vip_id}/backends/{SHARED_BACKEND}"), "DELETE backend")
+            client.remove_backend(vip_id, SHARED_BACKEND)
         t1 = time.perf_counter()
         left = holding()
         t_end = t1 if left == 0 else wait_until(lambda: holding() == 0, 30)
@@ -466,13 +458,12 @@ def fanout(client: httpx.Client, rings: KernelRings, opts: Options) -> dict:
     return out
 
 
-def api_client(url: str) -> httpx.Client:
+def api_client(url: str) -> Client:
     """An HTTP client with TCP_NODELAY: without it a request whose body goes in a second
     segment waits for the server's delayed ACK (40 ms on loopback), which is the client's
     delay, not the daemon's."""
     nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-    return httpx.Client(base_url=url, timeout=300,
-                        transport=httpx.HTTPTransport(socket_options=nodelay))
+    return Client(url, timeout=300, transport=httpx.HTTPTransport(socket_options=nodelay))
 
 
 def run_live(opts: Options) -> dict:
@@ -497,7 +488,7 @@ def run_live(opts: Options) -> dict:
                 latency = change_latency(client, rings, opts)
                 log(f"fan-out: 1 backend in {opts.fanout_vips} VIPs ...")
                 fan = fanout(client, rings, opts)
-                _ok(client.put("/config", json={"vips": []}), "PUT /config (empty)")
+                client.put_config({"vips": []})
         finally:
             rings.close()
         setup = {"daemon": " ".join(daemon.args[1:]), "state_dir": str(daemon.state_dir),

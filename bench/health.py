@@ -32,10 +32,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from bench import common
 from bench.common import Result, flag, log
+from lb.client import Client
 
 DEFAULT_JSON = common.RESULTS_DIR
 SCHEMA = "lb-bench-health/1"
@@ -129,16 +128,10 @@ def cpu_percent(pid: int, seconds: float) -> tuple[float, float]:
     return 100.0 * (u1 - u0 + s1 - s0) / wall, 100.0 * (s1 - s0) / wall
 
 
-def _ok(r: httpx.Response, what: str) -> object:
-    if r.status_code != 200:
-        raise RuntimeError(f"{what}: HTTP {r.status_code} {r.text[:300]}")
-    return r.json()
-
-
-def states(client: httpx.Client, vip_ids: list[int]) -> dict[str, int]:
+def states(client: Client, vip_ids: list[int]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for vip_id in vip_ids:
-        for b in _ok(client.get(f"/vips/{vip_id}/backends"), "GET backends"):  # type: ignore[union-attr]
+        for b in client.list_backends(vip_id):
             counts[b["state"]] = counts.get(b["state"], 0) + 1
     return counts
 
@@ -188,7 +181,7 @@ def run(opts: Options) -> dict:
         log(f"  daemon pid {pid}; {len(endpoints)} listeners in {lab.backends[0].netns}")
         listeners = Listeners(lab.backends[0].netns, endpoints)
         try:
-            client = daemon.client
+            client = daemon.api
             log(f"daemon idle (no VIP) for {opts.idle:.0f} s ...")
             idle, _ = cpu_percent(pid, opts.idle)
             document = {"vips": [
@@ -198,8 +191,8 @@ def run(opts: Options) -> dict:
                  "backends": [{"address": a} for a in
                               addresses[:opts.probes - v * per_vip]]}
                 for v in range(vips)]}
-            _ok(client.put("/config", json=document), "PUT /config")
-            vip_ids = [v["id"] for v in _ok(client.get("/vips"), "GET /vips")]  # type: ignore[union-attr]
+            client.put_config(document)
+            vip_ids = [v["id"] for v in client.list_vips()]
             deadline = time.monotonic() + 10 * opts.interval + 10
             while (st := states(client, vip_ids)).get("up", 0) < opts.probes:
                 if time.monotonic() > deadline:
@@ -211,9 +204,9 @@ def run(opts: Options) -> dict:
             accepted_before = listeners.accepted
             busy, busy_sys = cpu_percent(pid, opts.duration)
             accepted = listeners.accepted - accepted_before
-            schedule = _ok(client.get("/health/schedule"), "GET /health/schedule")
+            schedule = client.check_schedule()
             final = states(client, vip_ids)
-            _ok(client.put("/config", json={"vips": []}), "PUT /config (empty)")
+            client.put_config({"vips": []})
         finally:
             listeners.close()
         setup = {"daemon": " ".join(daemon.args[1:]),

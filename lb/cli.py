@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-EPILOG = """\
+from lb.exitcodes import ExitCode, help_text
+
+EPILOG = f"""\
 examples:
   lb run --interface eth0                       daemon: attach to eth0, API on 127.0.0.1:8470
   lb run --config /etc/lb/lb.toml               settings from a file (flags and LB_* override)
@@ -26,45 +32,83 @@ examples:
 API commands take --api URL (LB_API, default http://127.0.0.1:8470), --token (LB_API_TOKEN),
 --json; `lb COMMAND --help` has more examples.
 
-exit codes:
-  0  done                     3  cannot reach the API (is `lb run` running? --api, LB_API)
-  1  the API refused (4xx)    4  the API failed (5xx), or the daemon is not ready
-  2  usage error (bad arguments, FILE unreadable or not JSON)
+{help_text()}"""
+
+RUN_DESCRIPTION = """\
+Run the daemon: attach the XDP program, serve the REST API.
+
+Settings, highest precedence first: these flags, the environment (LB_*), the --config file,
+the defaults shown.
 """
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+RUN_EPILOG = """\
+examples:
+  lb run --interface eth0
+  lb run --interface eth0 --xdp-mode generic --api-port 9000
+  lb run --config /etc/lb/lb.toml --log-level debug
+  LB_INTERFACE=eth0 LB_API_TOKEN=s3cret lb run --api-host 0.0.0.0
+"""
+
+# The settings `lb detach` takes (it needs to find the program and its maps, nothing more).
+DETACH_SETTINGS = ("interface", "netns", "pin_dir")
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:
+# --- `lb run` flags, one per settings field ----------------------------------------------
+def _flag_kind(annotation: Any) -> tuple[type, list[str] | None] | None:
+    """(argparse type, choices) for a field's annotation (str: pydantic parses the string);
+    None for a secret, which gets no flag."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation is SecretStr:
+        return None
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, [str(a) for a in typing.get_args(annotation)]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str, [str(m.value) for m in annotation]
+    if annotation in (int, float):
+        return annotation, None
+    return str, None
+
+
+def add_settings_flags(parser: argparse.ArgumentParser,
+                       names: Sequence[str] | None = None) -> list[str]:
+    """One `--flag-name` per Settings field (`names`: only these), typed, with the field's
+    description and default as help; secrets get none (a command line shows in `ps`).
+    Every flag defaults to None: a flag not given overrides nothing. Returns the fields."""
+    from lb.control.settings import Settings
+
+    added = []
+    for name, field in Settings.model_fields.items():
+        flag = None if names is not None and name not in names else _flag_kind(field.annotation)
+        if flag is None:
+            continue
+        kind, choices = flag
+        env = f"LB_{name.upper()}"
+        if field.is_required():
+            where = f"{env}; required"
+        elif field.default is None:
+            where = env
+        else:
+            default = getattr(field.default, "value", field.default)
+            where = f"{env}; default {default}"
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices,
+                            help=f"{field.description} ({where})")
+        added.append(name)
+    return added
+
+
+def _run_parser(sub: argparse._SubParsersAction, with_flags: bool) -> None:
     p = sub.add_parser("run", help="run the daemon (data plane + REST API)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=RUN_DESCRIPTION,
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML settings file (also LB_CONFIG)")
-    p.add_argument("--interface", help="interface to attach to (LB_INTERFACE)")
-    p.add_argument("--netns", help="network namespace of the interface (labs)")
-    p.add_argument("--xdp-mode", choices=["native", "generic"], help="default: native")
-    p.add_argument("--next-hop-mac", help="default: resolved from the default route")
-    p.add_argument("--egress-interface", help="two-arm mode: redirect out of this interface")
-    p.add_argument("--mtu", type=int, help="L3 MTU toward backends (default: interface's)")
-    p.add_argument("--api-host", help="default 127.0.0.1")
-    p.add_argument("--api-port", type=int, help="default 8470")
-    p.add_argument("--state-dir", help="database directory (default /var/lib/lb)")
-    p.add_argument("--pin-dir", help="bpffs directory of the maps (default /sys/fs/bpf/lb)")
-    p.add_argument("--max-vips", type=int)
-    p.add_argument("--max-backends", type=int)
-    p.add_argument("--ring-size", type=int)
-    p.add_argument("--conn-table-size", type=int)
-    p.add_argument("--settle-interval-s", type=float,
-                   help="seconds between ring slot settles (default 10; 0: never)")
-    p.add_argument("--tcp-idle-timeout-s", type=float,
-                   help="a TCP flow idle this long after its slot changed may follow it "
-                        "(default 900)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    if with_flags:
+        p.set_defaults(settings_fields=add_settings_flags(p))
 
     d = sub.add_parser("detach", help="remove the XDP program (and with --unpin its maps)")
-    d.add_argument("--config")
-    d.add_argument("--interface")
-    d.add_argument("--netns")
-    d.add_argument("--pin-dir")
+    d.add_argument("--config", help="TOML settings file (also LB_CONFIG)")
+    if with_flags:
+        d.set_defaults(settings_fields=add_settings_flags(d, DETACH_SETTINGS))
     d.add_argument("--unpin", action="store_true", help="also delete the pinned maps")
 
     c = sub.add_parser("doctor", help="check this host for what makes an XDP balancer fail "
@@ -75,23 +119,14 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="findings as JSON")
 
 
-def _settings(args: argparse.Namespace, names: Sequence[str]):
-    from lb.control.settings import load_settings
-    flags = {n: getattr(args, n, None) for n in names}
-    return load_settings(args.config, **flags)
-
-
-_RUN_FLAGS = ("interface", "netns", "xdp_mode", "next_hop_mac", "egress_interface", "mtu",
-              "api_host", "api_port", "state_dir", "pin_dir", "max_vips", "max_backends",
-              "ring_size", "conn_table_size", "settle_interval_s", "tcp_idle_timeout_s",
-              "log_level")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="lb", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
+    # The settings flags need the settings model (pydantic-settings, ~0.15 s to import):
+    # built only for the commands that take them, so that `lb vip list` starts fast.
+    _run_parser(sub, with_flags=argv[:1] in (["run"], ["detach"]))
     from lb import client_cli
     client_cli.add_commands(sub)
     args = parser.parse_args(argv)
@@ -99,18 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lb import doctor
         return doctor.main(args.interface, args.netns, args.json)
     if args.command in ("run", "detach"):
+        from lb.control.settings import load_settings
         try:
-            settings = _settings(args, _RUN_FLAGS if args.command == "run"
-                                 else ("interface", "netns", "pin_dir"))
+            settings = load_settings(args.config, **{n: getattr(args, n)
+                                                     for n in args.settings_fields})
         except ValidationError as e:
             print(f"lb {args.command}: bad settings:\n{e}", file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         from lb import daemon
         if args.command == "run":
             daemon.run(settings)
         else:
             daemon.detach(settings, unpin=args.unpin)
-        return EXIT_OK
+        return ExitCode.OK
     return client_cli.dispatch(args)
 
 

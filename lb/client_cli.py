@@ -5,24 +5,15 @@ API validates, and its messages are printed as they come. Output is plain aligne
 person, or with `--json` the API's JSON body, unchanged, for a script. Results go to stdout,
 errors to stderr.
 
-Exit codes (scripts can rely on them):
+Exit codes (scripts can rely on them) are lb.exitcodes.ExitCode; `dispatch` maps each error to
+one:
 
-    code  constant          meaning
-    0     EXIT_OK           done
-    1     EXIT_REFUSED      the API refused the request (4xx): its message is printed; for 422
-                            one `field: message` line per field at fault
-    2     EXIT_USAGE        bad arguments (argparse), or FILE cannot be read/written or is not JSON
-    3     EXIT_UNREACHABLE  no answer from the API (connection refused, timeout)
-    4     EXIT_SERVER       the API failed (5xx), or `lb status`: the daemon is not ready
-
-Errors met while talking to the API, each mapped to one exit code in `dispatch`:
-
-    CliError                      what the user gave cannot be used       -> EXIT_USAGE
-    ApiError
-    ├── Unreachable               no HTTP answer                          -> EXIT_UNREACHABLE
-    └── ApiStatus                 an HTTP answer with an error status
-        ├── Refused               4xx                                     -> EXIT_REFUSED
-        └── Failed                5xx                                     -> EXIT_SERVER
+    CliError                      what the user gave cannot be used       -> USAGE
+    lb.client.ClientError
+    ├── Unreachable               no HTTP answer                          -> UNREACHABLE
+    └── ApiError                  an HTTP answer with an error status
+        ├── Refused               4xx                                     -> REFUSED
+        └── ServerError           5xx                                     -> SERVER
 """
 
 from __future__ import annotations
@@ -31,122 +22,22 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
+from lb.client import DEFAULT_API, DEFAULT_TIMEOUT, ApiError, Client, Refused, Unreachable, Vip
+from lb.exitcodes import ExitCode, help_text
 from lb.table import table
 from lb.xdp.consts import VipFlag
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_SERVER = 4
-
-DEFAULT_API = "http://127.0.0.1:8470"
-# Seconds to wait for an answer (a whole-config import writes every ring it changes).
-DEFAULT_TIMEOUT = 30.0
 # Flag names as the API spells them (lower-case VipFlag names), for --help only.
 FLAG_NAMES = [f.name.lower() for f in VipFlag]
 
-EXIT_CODES = """\
-exit codes:
-  0  done                     3  cannot reach the API (is `lb run` running? --api, LB_API)
-  1  the API refused (4xx)    4  the API failed (5xx), or the daemon is not ready
-  2  usage error (bad arguments, FILE unreadable or not JSON)
-"""
 
-
-# --- talking to the API --------------------------------------------------------------------
 class CliError(Exception):
     """Something the user gave (a file, say) cannot be used; nothing was sent."""
-
-
-class ApiError(Exception):
-    """Talking to the API did not give the answer asked for."""
-
-
-class Unreachable(ApiError):
-    """No HTTP answer: nothing listens at the URL, or it did not answer in time."""
-
-    def __init__(self, url: str, timeout: float, cause: httpx.TransportError) -> None:
-        reason = (f"no answer within {timeout:g} s" if isinstance(cause, httpx.TimeoutException)
-                  else str(cause) or type(cause).__name__)
-        super().__init__(f"cannot reach the API at {url}: {reason}")
-
-
-class ApiStatus(ApiError):
-    """An HTTP answer with an error status; `messages` are the API's, one per line."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.status = response.status_code
-        self.reason = response.reason_phrase
-        self.messages = error_messages(response)
-        super().__init__(f"{self.status} {self.reason}: " + "; ".join(self.messages))
-
-
-class Refused(ApiStatus):
-    """4xx: the request was wrong (or not allowed); the API says which field."""
-
-
-class Failed(ApiStatus):
-    """5xx: the API could not do what it was asked."""
-
-
-def error_messages(response: httpx.Response) -> list[str]:
-    """The API's error as lines: its `detail` string, or one `field: message` per 422 error."""
-    try:
-        detail = response.json()["detail"]
-    except (ValueError, KeyError, TypeError):
-        return [response.text.strip() or response.reason_phrase]
-    if isinstance(detail, list):
-        return [_field_message(e) for e in detail]
-    return [str(detail)]
-
-
-def _field_message(error: dict[str, Any]) -> str:
-    """One FastAPI validation error as `vips[0].backends[1].address: message`."""
-    loc = list(error.get("loc", []))
-    if len(loc) > 1 and loc[0] in ("body", "path", "query"):
-        loc = loc[1:]
-    field = ""
-    for part in loc:
-        field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
-    message = str(error.get("msg", error)).removeprefix("Value error, ")
-    return f"{field}: {message}" if field else message
-
-
-class ApiClient:
-    """HTTP to one daemon's API. `call` returns the decoded JSON body (None when empty) or
-    raises an ApiError; the token, when given, goes with every request."""
-
-    def __init__(self, url: str, token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url, self.timeout = url, timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
-
-    def call(self, method: str, path: str, body: Any = None,
-             accept: Sequence[int] = ()) -> Any:
-        """`method path` with `body` as JSON; statuses in `accept` count as answers."""
-        try:
-            r = self.http.request(method, path, json=body)
-        except httpx.TransportError as e:
-            raise Unreachable(self.url, self.timeout, e) from None
-        if r.is_error and r.status_code not in accept:
-            raise (Failed if r.status_code >= 500 else Refused)(r)
-        return r.json() if r.content else None
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def _path(*parts: object) -> str:
-    """A URL path from parts, each percent-encoded (an IPv6 address stays one segment)."""
-    return "".join("/" + quote(str(p), safe="") for p in parts)
 
 
 # --- printing ------------------------------------------------------------------------------
@@ -168,7 +59,7 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
 
-def _describe(vip: dict[str, Any]) -> str:
+def _describe(vip: Vip) -> str:
     return f"{vip['address']} {vip['port']}/{vip['protocol']}"
 
 
@@ -176,21 +67,21 @@ def _flags(flags: Sequence[str], none: str = "none") -> str:
     return ",".join(flags) if flags else none
 
 
-def _backends_table(backends: Sequence[dict[str, Any]]) -> str:
+def _backends_table(backends: Sequence[Mapping[str, Any]]) -> str:
     total = sum(b["weight"] for b in backends)
     return table([(b["address"], b["weight"], _share(b["weight"], total)) for b in backends],
                  ("backend", "weight", "weight share"), "lrr")
 
 
-def _apply_report(report: dict[str, int]) -> str:
+def _apply_report(report: Mapping[str, Any]) -> str:
     return (f"{report['vips_added']} VIPs added, {report['vips_removed']} removed, "
             f"{report['vips_changed']} changed; {report['ring_slots_written']} ring slots "
             "written")
 
 
 # --- commands: each takes the client and the arguments, prints, returns an exit code -------
-def cmd_status(api: ApiClient, args: argparse.Namespace) -> int:
-    body = api.call("GET", "/readyz", accept=(503,))
+def cmd_status(api: Client, args: argparse.Namespace) -> int:
+    body = api.readyz()
     ready = bool(body.get("ready"))
     if args.json:
         print_json(body)
@@ -211,11 +102,11 @@ def cmd_status(api: ApiClient, args: argparse.Namespace) -> int:
         ]))
         for problem in body.get("problems") or []:
             print(f"problem: {problem}")
-    return EXIT_OK if ready else EXIT_SERVER
+    return ExitCode.OK if ready else ExitCode.SERVER
 
 
-def cmd_vip_list(api: ApiClient, args: argparse.Namespace) -> int:
-    vips = api.call("GET", "/vips")
+def cmd_vip_list(api: Client, args: argparse.Namespace) -> int:
+    vips = api.list_vips()
     if args.json:
         print_json(vips)
     elif not vips:
@@ -224,102 +115,99 @@ def cmd_vip_list(api: ApiClient, args: argparse.Namespace) -> int:
         print(table([(v["id"], v["address"], v["port"], v["protocol"], _flags(v["flags"], "-"),
                       len(v["backends"])) for v in vips],
                     ("id", "address", "port", "protocol", "flags", "backends"), "rlrllr"))
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_vip_add(api: ApiClient, args: argparse.Namespace) -> int:
-    vip = api.call("POST", "/vips", {"address": args.address, "port": args.port,
-                                     "protocol": args.protocol, "flags": args.flag})
+def cmd_vip_add(api: Client, args: argparse.Namespace) -> int:
+    vip = api.create_vip(args.address, args.port, args.protocol, flags=args.flag)
     if args.json:
         print_json(vip)
     else:
         print(f"created VIP {vip['id']}: {_describe(vip)} (flags: {_flags(vip['flags'])})")
         print(f"next: lb backend add {vip['id']} ADDRESS [--weight N]")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_vip_show(api: ApiClient, args: argparse.Namespace) -> int:
-    vip = api.call("GET", _path("vips", args.vip_id))
+def cmd_vip_show(api: Client, args: argparse.Namespace) -> int:
+    vip = api.get_vip(args.vip_id)
     if args.json:
         print_json(vip)
-        return EXIT_OK
+        return ExitCode.OK
     print(f"VIP {vip['id']}: {_describe(vip)}")
     print(f"flags: {_flags(vip['flags'])}")
-    _print_backends(vip)
-    return EXIT_OK
+    _print_backends(vip["id"], vip["backends"])
+    return ExitCode.OK
 
 
-def _print_backends(vip: dict[str, Any]) -> None:
-    if vip["backends"]:
-        print(_backends_table(vip["backends"]))
+def _print_backends(vip_id: int, backends: Sequence[Mapping[str, Any]]) -> None:
+    if backends:
+        print(_backends_table(backends))
     else:
-        print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")
+        print(f"no backends (add one: lb backend add {vip_id} ADDRESS)")
 
 
-def cmd_vip_remove(api: ApiClient, args: argparse.Namespace) -> int:
-    api.call("DELETE", _path("vips", args.vip_id))
+def cmd_vip_remove(api: Client, args: argparse.Namespace) -> int:
+    api.delete_vip(args.vip_id)
     if not args.json:
         print(f"removed VIP {args.vip_id}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_vip_flags(api: ApiClient, args: argparse.Namespace) -> int:
+def cmd_vip_flags(api: Client, args: argparse.Namespace) -> int:
     if args.names or args.clear:
-        vip = api.call("PUT", _path("vips", args.vip_id, "flags"), {"flags": args.names})
+        vip = api.set_flags(args.vip_id, args.names)
     else:
-        vip = api.call("GET", _path("vips", args.vip_id))
+        vip = api.get_vip(args.vip_id)
     if args.json:
         print_json(vip)
     else:
         print(f"VIP {vip['id']} flags: {_flags(vip['flags'])}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_backend_list(api: ApiClient, args: argparse.Namespace) -> int:
-    backends = api.call("GET", _path("vips", args.vip_id, "backends"))
+def cmd_backend_list(api: Client, args: argparse.Namespace) -> int:
+    backends = api.list_backends(args.vip_id)
     if args.json:
         print_json(backends)
     else:
-        _print_backends({"id": args.vip_id, "backends": backends})
-    return EXIT_OK
+        _print_backends(args.vip_id, backends)
+    return ExitCode.OK
 
 
-def cmd_backend_add(api: ApiClient, args: argparse.Namespace) -> int:
-    backend = api.call("POST", _path("vips", args.vip_id, "backends"),
-                       {"address": args.address, "weight": args.weight})
+def cmd_backend_add(api: Client, args: argparse.Namespace) -> int:
+    backend = api.add_backend(args.vip_id, args.address, args.weight)
     if args.json:
         print_json(backend)
     else:
         print(f"added backend {backend['address']} (weight {backend['weight']}) "
               f"to VIP {args.vip_id}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_backend_weight(api: ApiClient, args: argparse.Namespace) -> int:
-    backend = api.call("PATCH", _path("vips", args.vip_id, "backends", args.address),
-                       {"weight": args.weight})
+def cmd_backend_weight(api: Client, args: argparse.Namespace) -> int:
+    backend = api.update_backend(args.vip_id, args.address, weight=args.weight)
     if args.json:
         print_json(backend)
     else:
         print(f"backend {backend['address']} of VIP {args.vip_id}: weight {backend['weight']}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_backend_remove(api: ApiClient, args: argparse.Namespace) -> int:
-    api.call("DELETE", _path("vips", args.vip_id, "backends", args.address))
+def cmd_backend_remove(api: Client, args: argparse.Namespace) -> int:
+    api.remove_backend(args.vip_id, args.address)
     if not args.json:
         print(f"removed backend {args.address} from VIP {args.vip_id} "
               "(its established flows keep reaching it)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_stats(api: ApiClient, args: argparse.Namespace) -> int:
+def cmd_stats(api: Client, args: argparse.Namespace) -> int:
     if args.vip_id is not None:
         return _vip_stats(api, args)
-    stats = api.call("GET", "/stats")
+    stats = api.stats()
     if args.json:
         print_json(stats)
-        return EXIT_OK
+        return ExitCode.OK
     totals, ct = stats["totals"], stats["conn_table"]
     print("packets by verdict")
     print(table([(name, _count(n)) for name, n in totals.items()], ("verdict", "packets"), "lr"))
@@ -331,21 +219,21 @@ def cmd_stats(api: ApiClient, args: argparse.Namespace) -> int:
         nonzero = [(name, _count(n)) for name, n in stats[group].items() if n]
         print(f"\n{title}, by reason")
         print(table(nonzero, ("reason", "packets"), "lr") if nonzero else "  none")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def _vip_stats(api: ApiClient, args: argparse.Namespace) -> int:
-    stats = api.call("GET", _path("vips", args.vip_id, "stats"))
+def _vip_stats(api: Client, args: argparse.Namespace) -> int:
+    stats = api.vip_stats(args.vip_id)
     if args.json:
         print_json(stats)
-        return EXIT_OK
-    vip = api.call("GET", _path("vips", args.vip_id))
+        return ExitCode.OK
+    vip = api.get_vip(args.vip_id)
     print(f"VIP {vip['id']}: {_describe(vip)}: {_count(stats['packets'])} packets, "
           f"{_count(stats['bytes'])} bytes")
     backends = stats["backends"]
     if not backends:
         print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")
-        return EXIT_OK
+        return ExitCode.OK
     sent = sum(b["packets"] for b in backends)
     print(table([(b["address"], b["weight"], _share(b["ring_slots"], stats["ring_size"]),
                   _count(b["packets"]), _count(b["bytes"]), _share(b["packets"], sent))
@@ -353,7 +241,7 @@ def _vip_stats(api: ApiClient, args: argparse.Namespace) -> int:
                 ("backend", "weight", "ring share", "packets", "bytes", "packet share"),
                 "lrrrrr"))
     print("(a backend's packets and bytes count every VIP it serves)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _read_document(name: str) -> Any:
@@ -367,12 +255,12 @@ def _read_document(name: str) -> Any:
         raise CliError(f"{name} is not JSON: {e}") from None
 
 
-def cmd_config_export(api: ApiClient, args: argparse.Namespace) -> int:
-    document = api.call("GET", "/config")
+def cmd_config_export(api: Client, args: argparse.Namespace) -> int:
+    document = api.get_config()
     text = json.dumps(document, indent=2) + "\n"
     if args.file in (None, "-"):
         sys.stdout.write(text)
-        return EXIT_OK
+        return ExitCode.OK
     try:
         with open(args.file, "w", encoding="utf-8") as f:
             f.write(text)
@@ -382,19 +270,19 @@ def cmd_config_export(api: ApiClient, args: argparse.Namespace) -> int:
         vips = document["vips"]
         print(f"exported {len(vips)} VIPs with {sum(len(v['backends']) for v in vips)} "
               f"backends to {args.file}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def cmd_config_import(api: ApiClient, args: argparse.Namespace) -> int:
+def cmd_config_import(api: Client, args: argparse.Namespace) -> int:
     document = _read_document(args.file)
-    report = api.call("PUT", "/config", document)
+    report = api.put_config(document)
     if args.json:
         print_json(report)
     elif not any(report.values()):
         print(f"no change: the daemon already holds the configuration in {args.file}")
     else:
         print(f"imported {args.file}: {_apply_report(report)}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- the parsers ---------------------------------------------------------------------------
@@ -422,13 +310,13 @@ def _common_options() -> argparse.ArgumentParser:
     return p
 
 
-Handler = Callable[[ApiClient, argparse.Namespace], int]
+Handler = Callable[[Client, argparse.Namespace], int]
 
 
 def _leaf(sub: argparse._SubParsersAction, name: str, handler: Handler, help: str,
           examples: str, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help, parents=[common],
-                       epilog=f"examples:\n{examples}\n{EXIT_CODES}",
+                       epilog=f"examples:\n{examples}\n{help_text()}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(handler=handler)
     return p
@@ -437,7 +325,7 @@ def _leaf(sub: argparse._SubParsersAction, name: str, handler: Handler, help: st
 def _group(sub: argparse._SubParsersAction, name: str, help: str,
            examples: str) -> argparse._SubParsersAction:
     p = sub.add_parser(name, help=help, description=help,
-                       epilog=f"examples:\n{examples}\n{EXIT_CODES}",
+                       epilog=f"examples:\n{examples}\n{help_text()}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     return p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -523,17 +411,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def dispatch(args: argparse.Namespace) -> int:
     """Run the command `args` names; returns its exit code (see the module docstring)."""
     name = " ".join(filter(None, ("lb", args.command, getattr(args, "action", None))))
-    api = ApiClient(args.api, args.token, args.timeout)
+    api = Client(args.api, args.token, args.timeout)
     try:
         return args.handler(api, args)
     except CliError as e:
         print(f"{name}: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Unreachable as e:
         print(f"{name}: {e}\nhint: is the daemon running (`lb run`)? Point --api (or LB_API) "
               "at it.", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except ApiStatus as e:
+        return ExitCode.UNREACHABLE
+    except ApiError as e:
         verb = "refused" if isinstance(e, Refused) else "failed"
         if len(e.messages) == 1 and e.status != 422:
             print(f"{name}: the API {verb} ({e.status} {e.reason}): {e.messages[0]}",
@@ -544,6 +432,6 @@ def dispatch(args: argparse.Namespace) -> int:
                 print(f"  {line}", file=sys.stderr)
         if e.status == 401:
             print("hint: pass --token or set LB_API_TOKEN", file=sys.stderr)
-        return EXIT_REFUSED if isinstance(e, Refused) else EXIT_SERVER
+        return ExitCode.REFUSED if isinstance(e, Refused) else ExitCode.SERVER
     finally:
         api.close()

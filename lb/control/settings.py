@@ -30,7 +30,10 @@ CONFIG_ENV = "LB_CONFIG"
 
 
 class Settings(BaseSettings):
-    """Everything `lb run` needs; see `lb run --help` and the README's daemon section."""
+    """Everything `lb run` needs; see `lb run --help` and the README's daemon section.
+
+    Each field is one `lb run` flag (`--xdp-mode` for xdp_mode; secrets excepted), its
+    description the flag's help: a new setting is one field here."""
 
     model_config = SettingsConfigDict(env_prefix="LB_", extra="forbid")
 
@@ -53,26 +56,32 @@ class Settings(BaseSettings):
                                    "renewing its fleet report stays in the fleet")
     mtu: int | None = Field(None, description="L3 MTU toward backends; default: the "
                             "egress interface's MTU")
-    ttl: int = 64
-    encap_source_v4: str = "172.16.0.0/16"
-    encap_source_v6: str = "fd00:ec::/96"
-    udp_timeout_s: float = 30.0
-    tcp_idle_timeout_s: float = Field(900.0, ge=1, description="a TCP flow idle this long "
-                                      "after its ring slot changed may follow the slot")
-    settle_interval_s: float = Field(10.0, ge=0, description="how often ring slots are "
-                                     "settled; 0: never (every TCP packet reads the "
+    ttl: int = Field(64, description="outer TTL / hop limit of encapsulated packets")
+    encap_source_v4: str = Field("172.16.0.0/16", description="prefix of the outer IPv4 "
+                                 "source addresses")
+    encap_source_v6: str = Field("fd00:ec::/96", description="prefix of the outer IPv6 "
+                                 "source addresses")
+    udp_timeout_s: float = Field(30.0, description="a UDP flow idle this many seconds takes a "
+                                 "fresh ring decision")
+    tcp_idle_timeout_s: float = Field(900.0, ge=1, description="a TCP flow idle this many "
+                                      "seconds after its ring slot changed may follow it")
+    settle_interval_s: float = Field(10.0, ge=0, description="seconds between ring "
+                                     "slot settles; 0: never (every TCP packet reads the "
                                      "connection table)")
     api_host: str = Field("127.0.0.1", description="API bind address")
-    api_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    api_port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="API port")
     api_token: SecretStr | None = Field(None, description="bearer token for changes; "
-                                        "required when api_host is not a loopback address")
+                                        "required when api_host is not a loopback address "
+                                        "(environment or file only: a flag shows in `ps`)")
     state_dir: Path = Field(Path("/var/lib/lb"), description="where the database lives")
     pin_dir: Path = Field(Path("/sys/fs/bpf/lb"), description="bpffs directory of the maps")
-    max_vips: int = Sizes.max_vips
-    max_backends: int = Sizes.max_backends
-    ring_size: int = Sizes.ring_size
-    conn_table_size: int = Sizes.conn_table_size
-    log_level: str = "info"
+    max_vips: int = Field(Sizes.max_vips, description="VIPs at once")
+    max_backends: int = Field(Sizes.max_backends, description="backend slots, at most 32768")
+    ring_size: int = Field(Sizes.ring_size, description="Maglev ring slots per VIP, a prime")
+    conn_table_size: int = Field(Sizes.conn_table_size, description="connection-table "
+                                 "entries per CPU per address family, a power of two")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="daemon and API log level")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

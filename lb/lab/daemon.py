@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from pyroute2 import netns as pyroute2_netns
 
+from lb.client import Client, ClientError
 from lb.lab.errors import LabError
 from lb.lab.hosts import Host
 from lb.lab.namespaces import remove_leftovers
@@ -99,6 +100,9 @@ class LabDaemon:
                      "--conn-table-size", str(conn_table_size), *(extra_args or [])]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        # `api` for what a caller asks of the daemon; `client`, raw HTTP, for the tests of
+        # the HTTP contract itself (exact statuses, malformed bodies).
+        self.api = Client(self.url, timeout=30)
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def __enter__(self) -> LabDaemon:
@@ -134,10 +138,10 @@ class LabDaemon:
                 raise DaemonError(f"the daemon exited with {self.process.returncode}:\n"
                                   f"{self.log_tail()}")
             try:
-                r = self.client.get("/readyz", timeout=2)
-                if r.status_code == 200:
-                    return r.json()
-            except httpx.HTTPError:
+                ready = self.api.readyz(timeout=2)
+                if ready.get("ready"):
+                    return dict(ready)
+            except ClientError:
                 pass
             time.sleep(0.1)
         raise DaemonError(f"the daemon was not ready within {timeout} s:\n{self.log_tail()}")
@@ -178,6 +182,7 @@ class LabDaemon:
             self.stop()
         finally:
             self.client.close()
+            self.api.close()
             shutil.rmtree(self.pin_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
 

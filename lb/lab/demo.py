@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from lb.client import Client, VipStats
 from lb.lab.daemon import LabDaemon, remove_leftover_pins
 from lb.lab.namespaces import remove_leftovers
 from lb.lab.veth import VIP_HOSTS, VIP_NET_V4, VIP_NET_V6, VethLab
@@ -67,32 +66,31 @@ class DemoConfig:
 
 
 class Control:
-    """The demo's control operations: REST calls to the daemon, each echoed as it is made."""
+    """The demo's control operations: REST calls to the daemon (lb.client), each change echoed
+    as it is made."""
 
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
+    def __init__(self, api: Client) -> None:
+        self.api = api
 
-    def call(self, method: str, path: str, body: Any = None, quiet: bool = False) -> Any:
-        if not quiet:
-            print(f"  {method} {path}" + (f" {body}" if body is not None else ""))
-        r = self.client.request(method, path, json=body)
-        if r.status_code >= 400:
-            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text}")
-        return r.json() if r.content else None
+    @staticmethod
+    def echo(method: str, path: str, body: Any = None) -> None:
+        print(f"  {method} {path}" + (f" {body}" if body is not None else ""))
 
     def add_vip(self, address: Address, port: int, protocol: str) -> int:
-        vip = self.call("POST", "/vips", {"address": str(address), "port": port,
-                                          "protocol": protocol})
-        return vip["id"]
+        self.echo("POST", "/vips", {"address": str(address), "port": port,
+                                    "protocol": protocol})
+        return self.api.create_vip(str(address), port, protocol)["id"]
 
     def add_backend(self, vip: int, address: Address, weight: int) -> None:
-        self.call("POST", f"/vips/{vip}/backends", {"address": str(address), "weight": weight})
+        self.echo("POST", f"/vips/{vip}/backends", {"address": str(address), "weight": weight})
+        self.api.add_backend(vip, str(address), weight)
 
     def remove_backend(self, vip: int, address: Address) -> None:
-        self.call("DELETE", f"/vips/{vip}/backends/{address}")
+        self.echo("DELETE", f"/vips/{vip}/backends/{address}")
+        self.api.remove_backend(vip, str(address))
 
-    def vip_stats(self, vip: int) -> dict[str, Any]:
-        return self.call("GET", f"/vips/{vip}/stats", quiet=True)
+    def vip_stats(self, vip: int) -> VipStats:
+        return self.api.vip_stats(vip)
 
     def ring_share(self, vip: int) -> dict[str, float]:
         """Fraction of the VIP's ring slots each of its backends holds, by address."""
@@ -107,7 +105,7 @@ class Control:
         return self.vip_stats(vip)["packets"]
 
     def counters(self) -> dict[str, dict[str, int]]:
-        return self.call("GET", "/stats", quiet=True)
+        return self.api.stats()
 
 
 def heading(number: int, title: str) -> None:
@@ -200,13 +198,13 @@ def run(cfg: DemoConfig) -> int:
         with LabDaemon(lab, max_vips=sizes.max_vips, max_backends=sizes.max_backends,
                        conn_table_size=sizes.conn_table_size) as daemon:
             print(f"  $ lb {' '.join(daemon.args[3:])}")
-            ready = daemon.client.get("/readyz").json()
+            ready = daemon.api.readyz()
             print(f"  ready in {time.monotonic() - t:.1f} s (compile, load, attach): API on "
                   f"{daemon.url}, attached to {ready['netns']}/{ready['interface']} in "
                   f"{ready['mode']} mode")
             print(f"  one-arm: XDP_TX to the next hop {ready['next_hop_mac']} (the default "
                   f"gateway's MAC, resolved by the daemon); maps pinned in {ready['pin_dir']}")
-            ok = demo_rounds(lab, Control(daemon.client), vip, cfg)
+            ok = demo_rounds(lab, Control(daemon.api), vip, cfg)
             heading(7, "Tearing down")
     left = lab.remaining_namespaces()
     print("  daemon stopped, pinned maps removed, servers stopped, namespaces deleted "

@@ -19,6 +19,7 @@ import httpx
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
+from lb.client import Client
 from lb.control.maglev import build_ring
 from lb.lab.veth import VethLab
 from lb.lab.waits import settle, wait_until
@@ -39,7 +40,7 @@ SETTLE_INTERVAL_S = 0.5
 TCP_IDLE_TIMEOUT_S = 3.0
 
 
-# --- REST shorthands ----------------------------------------------------------------------
+# --- REST shorthands: raw HTTP (`check`) for the contract, lb.client for the set-up -------
 def check(response: httpx.Response, status: int) -> Any:
     """Assert the status (printing the body if not) and return the JSON body, if any."""
     assert response.status_code == status, (
@@ -48,14 +49,13 @@ def check(response: httpx.Response, status: int) -> Any:
     return response.json() if response.content else None
 
 
-def create_vip(api: httpx.Client, address: Address | str, port: int, protocol: str = "tcp",
+def create_vip(api: Client, address: Address | str, port: int, protocol: str = "tcp",
                flags: Iterable[str] = (), backends: dict[Any, int] | None = None) -> int:
-    """POST /vips and POST each backend; returns the VIP's id."""
-    vip = check(api.post("/vips", json={"address": str(address), "port": port,
-                                        "protocol": protocol, "flags": list(flags)}), 201)
+    """POST /vips and POST each backend, through lb.client (statuses: test_api_contract);
+    returns the VIP's id."""
+    vip = api.create_vip(str(address), port, protocol, flags=list(flags))
     for backend, weight in (backends or {}).items():
-        check(api.post(f"/vips/{vip['id']}/backends",
-                       json={"address": str(backend), "weight": weight}), 201)
+        api.add_backend(vip["id"], str(backend), weight)
     return vip["id"]
 
 

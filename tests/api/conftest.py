@@ -13,6 +13,7 @@ import httpx
 import pytest
 from api_helpers import SETTLE_INTERVAL_S, TCP_IDLE_TIMEOUT_S
 
+from lb.client import Client
 from lb.lab.daemon import LabDaemon, checked_daemon, fresh_lab
 from lb.lab.veth import VethLab
 
@@ -44,15 +45,22 @@ def daemon(api_lab: VethLab) -> Iterator[LabDaemon]:
 
 @pytest.fixture
 def api(daemon: LabDaemon) -> Iterator[httpx.Client]:
-    """Per test: an HTTP client to the daemon, whose desired state is emptied before and after.
+    """Per test: a raw HTTP client to the daemon (these tests check the HTTP contract: exact
+    statuses and bodies), whose desired state is emptied before and after.
 
     A test that restarts or kills the daemon leaves it running again (LabDaemon.restart).
     """
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    r = daemon.client.put("/config", json={"vips": []})
-    assert r.status_code == 200, r.text
+    daemon.api.put_config({"vips": []})
     yield daemon.client
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    daemon.client.put("/config", json={"vips": []})
+    daemon.api.put_config({"vips": []})
+
+
+@pytest.fixture
+def lb_api(api: httpx.Client, daemon: LabDaemon) -> Client:
+    """Per test: the daemon's lb.client Client, for set-up whose statuses are not under test
+    (after `api`, so the desired state starts empty)."""
+    return daemon.api

@@ -26,14 +26,14 @@ def test_concurrent_creates_of_one_vip_make_exactly_one(api, daemon: LabDaemon) 
 
 
 def test_concurrent_backend_changes_all_land_and_the_kernel_matches(
-        api, daemon: LabDaemon, api_lab: VethLab) -> None:
+        api, lb_api, daemon: LabDaemon, api_lab: VethLab) -> None:
     """16 threads add 48 backends over 4 VIPs (two threads per VIP at least) and reweight the
     ones already there, all at once. The state is exactly what was acknowledged; traffic
     follows it; a restart finds every ring already right (zero slots written)."""
     lab = api_lab
     vip, port = lab.vips_v4()[1], 7600
     seed = {b.v4: 1 for b in lab.backends}
-    vip_ids = [create_vip(api, vip, port + i, "udp", ["no_conn_table"], seed) for i in range(4)]
+    vip_ids = [create_vip(lb_api, vip, port + i, "udp", ["no_conn_table"], seed) for i in range(4)]
     adds = [(vip_ids[i % 4], f"10.10.{i % 4}.{i // 4 + 1}", 1 + i % 5) for i in range(48)]
     reweights = [(vip_id, str(b.v4), 2 + n) for n, b in enumerate(lab.backends)
                  for vip_id in vip_ids]

@@ -100,8 +100,8 @@ def test_vip_is_created_listed_read_and_deleted(api) -> None:
     assert again["id"] > other["id"]
 
 
-def test_backends_are_added_listed_reweighted_and_removed(api) -> None:
-    vip_id = create_vip(api, "10.100.0.5", 80)
+def test_backends_are_added_listed_reweighted_and_removed(api, lb_api) -> None:
+    vip_id = create_vip(lb_api, "10.100.0.5", 80)
 
     def backends() -> list[tuple[str, int]]:
         return [(b["address"], b["weight"])
@@ -127,17 +127,17 @@ def test_backends_are_added_listed_reweighted_and_removed(api) -> None:
     check(api.delete(f"/vips/{vip_id}/backends/10.1.0.2"), 404)
 
 
-def test_vip_flags_are_replaced(api) -> None:
-    vip_id = create_vip(api, "10.100.0.5", 80, flags=["no_conn_table"])
+def test_vip_flags_are_replaced(api, lb_api) -> None:
+    vip_id = create_vip(lb_api, "10.100.0.5", 80, flags=["no_conn_table"])
     body = check(api.put(f"/vips/{vip_id}/flags", json={"flags": ["hash_no_src_port"]}), 200)
     assert body["flags"] == ["hash_no_src_port"]
     assert check(api.get(f"/vips/{vip_id}"), 200)["flags"] == ["hash_no_src_port"]
 
 
-def test_stats_count_the_packets_sent_for_a_vip_and_its_backends(api, api_lab: VethLab
+def test_stats_count_the_packets_sent_for_a_vip_and_its_backends(api, lb_api, api_lab: VethLab
                                                                   ) -> None:
     vip, port = api_lab.vips_v4()[4], 7200
-    vip_id = create_vip(api, vip, port, "udp", backends={b.v4: 1 for b in api_lab.backends})
+    vip_id = create_vip(lb_api, vip, port, "udp", backends={b.v4: 1 for b in api_lab.backends})
     before_vip, before = check(api.get(f"/vips/{vip_id}/stats"), 200), check(api.get("/stats"), 200)
     assert set(before) == {"totals", "conn_table", "pass_reasons", "drop_reasons"}
     assert {"pass", "drop", "tx", "redirect"} <= set(before["totals"])
@@ -189,10 +189,10 @@ INVALID = [
 
 
 @pytest.fixture
-def two_vips(api, api_lab: VethLab) -> dict[str, int]:
+def two_vips(api, lb_api, api_lab: VethLab) -> dict[str, int]:
     """An IPv4 VIP with one backend and an IPv6 VIP with none: what INVALID's paths name."""
-    return {"vip": create_vip(api, "10.100.0.6", 80, backends={"10.1.0.2": 1}),
-            "vip6": create_vip(api, "fd00:100::6", 80)}
+    return {"vip": create_vip(lb_api, "10.100.0.6", 80, backends={"10.1.0.2": 1}),
+            "vip6": create_vip(lb_api, "fd00:100::6", 80)}
 
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), INVALID,
@@ -234,8 +234,8 @@ def test_unknown_vip_or_backend_is_404_and_changes_nothing(api, two_vips, method
     assert check(api.get("/config"), 200) == before
 
 
-def test_duplicate_vip_or_backend_is_409_and_changes_nothing(api) -> None:
-    vip_id = create_vip(api, "fd00:100::7", 443, backends={"fd00:1::2": 2})
+def test_duplicate_vip_or_backend_is_409_and_changes_nothing(api, lb_api) -> None:
+    vip_id = create_vip(lb_api, "fd00:100::7", 443, backends={"fd00:1::2": 2})
     before = check(api.get("/config"), 200)
     # The same VIP, spelt differently: still the same (address, port, protocol).
     check(api.post("/vips", json={"address": "fd00:100:0:0::7", "port": 443}), 409)
@@ -243,12 +243,12 @@ def test_duplicate_vip_or_backend_is_409_and_changes_nothing(api) -> None:
           409)
     assert check(api.get("/config"), 200) == before
     # Another port or protocol of the same address is another VIP.
-    create_vip(api, "fd00:100::7", 443, "udp")
-    create_vip(api, "fd00:100::7", 444)
+    create_vip(lb_api, "fd00:100::7", 443, "udp")
+    create_vip(lb_api, "fd00:100::7", 444)
 
 
 # --- 507: capacity ------------------------------------------------------------------------
-def test_vip_beyond_capacity_is_507_and_changes_nothing(api) -> None:
+def test_vip_beyond_capacity_is_507_and_changes_nothing(api, lb_api) -> None:
     full = {"vips": [vip_doc("10.100.1.1", 1000 + i) for i in range(MAX_VIPS)]}
     check(api.put("/config", json=full), 200)
     before = check(api.get("/config"), 200)
@@ -260,7 +260,7 @@ def test_vip_beyond_capacity_is_507_and_changes_nothing(api) -> None:
     assert check(api.get("/config"), 200) == before
     # Room is back once a VIP goes.
     check(api.delete(f"/vips/{check(api.get('/vips'), 200)[0]['id']}"), 204)
-    create_vip(api, "10.100.1.2", 80)
+    create_vip(lb_api, "10.100.1.2", 80)
 
 
 def test_backend_beyond_capacity_is_507_and_changes_nothing(api) -> None:
@@ -280,13 +280,13 @@ def test_backend_beyond_capacity_is_507_and_changes_nothing(api) -> None:
 
 
 # --- a rejected request leaves the data plane as it was -----------------------------------
-def test_rejected_requests_leave_every_flow_on_its_backend(api, api_lab: VethLab) -> None:
+def test_rejected_requests_leave_every_flow_on_its_backend(api, lb_api, api_lab: VethLab) -> None:
     """A VIP without connection table (every packet is a fresh ring lookup): after a volley of
     rejected requests of every kind, the same flows reach the same backends as before, which
     are the ones the configuration names."""
     vip, port = api_lab.vips_v4()[5], 7300
     backends = {b.v4: w for b, w in zip(api_lab.backends, (1, 2, 3), strict=True)}
-    vip_id = create_vip(api, vip, port, "udp", ["no_conn_table"], backends)
+    vip_id = create_vip(lb_api, vip, port, "udp", ["no_conn_table"], backends)
     sports = range(21000, 21150)
     routed = route_flows(api_lab, vip, port, sports)
     assert routed == {s: predict(backends, api_lab.client.v4, vip, s, port, "udp")

@@ -21,13 +21,13 @@ FLOWS = 150
                          [(4, 4, "udp"), (4, 6, "tcp"), (6, 6, "udp"), (6, 6, "tcp")],
                          ids=["4in4-udp", "4in6-tcp", "6in6-udp", "6in6-tcp"])
 def test_each_flow_reaches_the_backend_the_configuration_names_encapsulated(
-        api, api_lab: VethLab, vip_family: int, backend_family: int, protocol: str) -> None:
+        api, lb_api, api_lab: VethLab, vip_family: int, backend_family: int, protocol: str) -> None:
     lab = api_lab
     vip = (lab.vips_v4() if vip_family == 4 else lab.vips_v6())[2]
     port = 7700 + backend_family
     weights = {(b.v4 if backend_family == 4 else b.v6): w
                for b, w in zip(lab.backends, (1, 2, 3), strict=True)}
-    vip_id = create_vip(api, vip, port, protocol, backends=weights)
+    vip_id = create_vip(lb_api, vip, port, protocol, backends=weights)
     client = lab.client.v4 if vip_family == 4 else lab.client.v6
     sports = range(26000, 26000 + FLOWS)
     stats_before = check(api.get(f"/vips/{vip_id}/stats"), 200)
@@ -46,11 +46,12 @@ def test_each_flow_reaches_the_backend_the_configuration_names_encapsulated(
             zip(stats["backends"], stats_before["backends"], strict=True)} == dict(spread)
 
 
-def test_weight_change_and_removal_move_new_flows_as_configured(api, api_lab: VethLab) -> None:
+def test_weight_change_and_removal_move_new_flows_as_configured(
+        api, lb_api, api_lab: VethLab) -> None:
     lab = api_lab
     vip, port = lab.vips_v4()[3], 7800
     weights = {b.v4: 1 for b in lab.backends}
-    vip_id = create_vip(api, vip, port, "udp", backends=weights)
+    vip_id = create_vip(lb_api, vip, port, "udp", backends=weights)
     client = lab.client.v4
 
     def check_new_flows(first: int) -> dict[int, str]:
@@ -79,14 +80,14 @@ def test_weight_change_and_removal_move_new_flows_as_configured(api, api_lab: Ve
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_http_through_a_rest_configured_vip_is_served_by_the_predicted_backend(
-        api, api_lab: VethLab, family: int) -> None:
+        api, lb_api, api_lab: VethLab, family: int) -> None:
     """Real TCP connections (the kernel picks each source port): the backend that answers is
     the one the configuration names for that connection's flow."""
     lab = api_lab
     vip = lab.vips_v4()[1] if family == 4 else lab.vips_v6()[0]
     weights = {(b.v4 if family == 4 else b.v6): w
                for b, w in zip(lab.backends, (3, 1, 2), strict=True)}
-    create_vip(api, vip, 80, "tcp", backends=weights)
+    create_vip(lb_api, vip, 80, "tcp", backends=weights)
     client = lab.client.v4 if family == 4 else lab.client.v6
     served = Counter()
     for _ in range(30):

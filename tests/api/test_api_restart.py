@@ -35,7 +35,7 @@ def _startup(ready: dict[str, Any]) -> dict[str, int]:
 
 
 def test_acknowledged_changes_survive_a_restart_which_writes_no_ring_slot(
-        api, daemon: LabDaemon, api_lab: VethLab) -> None:
+        api, lb_api, daemon: LabDaemon, api_lab: VethLab) -> None:
     b = api_lab.backends
     vip, port = api_lab.vips_v4()[7], 7500
     # Backends listed out of address order; then the same set reordered (nothing to apply).
@@ -46,11 +46,11 @@ def test_acknowledged_changes_survive_a_restart_which_writes_no_ring_slot(
     doc["vips"][1]["backends"].reverse()
     assert check(api.put("/config", json=doc), 200)["ring_slots_written"] == 0
     # One change through every other endpoint.
-    other = create_vip(api, api_lab.vips_v4()[7], 7501, backends={b[0].v6: 5, b[2].v4: 1})
+    other = create_vip(lb_api, api_lab.vips_v4()[7], 7501, backends={b[0].v6: 5, b[2].v4: 1})
     check(api.patch(f"/vips/{other}/backends/{b[2].v4}", json={"weight": 4}), 200)
     check(api.delete(f"/vips/{other}/backends/{b[0].v6}"), 204)
     check(api.put(f"/vips/{other}/flags", json={"flags": ["hash_no_src_port"]}), 200)
-    gone = create_vip(api, api_lab.vips_v4()[7], 7502, backends={b[1].v4: 1})
+    gone = create_vip(lb_api, api_lab.vips_v4()[7], 7502, backends={b[1].v4: 1})
     check(api.delete(f"/vips/{gone}"), 204)
     before = check(api.get("/vips"), 200)
 
@@ -109,7 +109,7 @@ class _Requests:
 
 
 def test_sigkill_while_traffic_flows_loses_and_misroutes_no_packet(
-        api, daemon: LabDaemon, api_lab: VethLab) -> None:
+        api, lb_api, daemon: LabDaemon, api_lab: VethLab) -> None:
     """UDP flows to a VIP without connection table (every packet a ring lookup) and a
     keep-alive HTTP connection keep flowing while the daemon is SIGKILLed and started again:
     every packet reaches the backend the configuration names, the connection never breaks,
@@ -117,8 +117,8 @@ def test_sigkill_while_traffic_flows_loses_and_misroutes_no_packet(
     lab = api_lab
     vip, port = lab.vips_v4()[7], 9000
     weights = {b.v6: w for b, w in zip(lab.backends, (1, 2, 3), strict=True)}
-    create_vip(api, vip, port, "udp", ["no_conn_table"], weights)
-    create_vip(api, lab.vips_v4()[0], 80, "tcp", backends={b.v4: 1 for b in lab.backends})
+    create_vip(lb_api, vip, port, "udp", ["no_conn_table"], weights)
+    create_vip(lb_api, lab.vips_v4()[0], 80, "tcp", backends={b.v4: 1 for b in lab.backends})
     sports = range(24000, 24020)
     expected = {s: predict(weights, lab.client.v4, vip, s, port, "udp") for s in sports}
     assert route_flows(lab, vip, port, sports) == expected
@@ -181,10 +181,10 @@ def test_sigkill_while_traffic_flows_loses_and_misroutes_no_packet(
     assert _startup(ready) == UNCHANGED
 
 
-def test_sigkill_loses_no_acknowledged_backend(api, daemon: LabDaemon) -> None:
+def test_sigkill_loses_no_acknowledged_backend(api, lb_api, daemon: LabDaemon) -> None:
     """Backends are added one request after another until SIGKILL: after the restart every
     acknowledged one is there (and at most the one in flight besides)."""
-    vip_id = create_vip(api, "10.100.0.9", 80)
+    vip_id = create_vip(lb_api, "10.100.0.9", 80)
     acked: list[str] = []
     in_flight: list[str] = []
 

@@ -26,13 +26,13 @@ def ct_counters(api) -> dict[str, int]:
     return check(api.get("/stats"), 200)["conn_table"]
 
 
-def test_a_live_connection_keeps_its_backend_on_a_settled_ring(api, daemon: LabDaemon,
+def test_a_live_connection_keeps_its_backend_on_a_settled_ring(api, lb_api, daemon: LabDaemon,
                                                                api_lab: VethLab) -> None:
     lab = api_lab
     vip = lab.vips_v4()[0]  # the lab's HTTP servers answer on it, port 80
     by_name = {b.name: b for b in lab.backends}
     before = settled_total(api)
-    vip_id = create_vip(api, vip, 80, "tcp", backends={b.v4: 1 for b in lab.backends})
+    vip_id = create_vip(lb_api, vip, 80, "tcp", backends={b.v4: 1 for b in lab.backends})
     # The grace after a change (1 s) and then the next settle settle the whole new ring (the
     # `api` fixture emptied the configuration: no other VIP has slots to settle).
     assert wait_until(lambda: settled_total(api) >= before + RING_SIZE, timeout=10), \

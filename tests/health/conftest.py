@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from health_helpers import Servers
 
+from lb.client import Client
 from lb.lab.daemon import LabDaemon, checked_daemon, fresh_lab
 from lb.lab.veth import VethLab
 
@@ -42,18 +42,17 @@ def daemon(lab: VethLab) -> Iterator[LabDaemon]:
 
 
 @pytest.fixture
-def api(daemon: LabDaemon) -> Iterator[httpx.Client]:
-    """Per test: an HTTP client to the daemon, whose desired state is emptied before and after
-    (so no check of one test runs into the next). A test that restarts the daemon leaves it
-    running again."""
+def api(daemon: LabDaemon) -> Iterator[Client]:
+    """Per test: the daemon's API client (lb.client), its desired state emptied before and
+    after (so no check of one test runs into the next). A test that restarts the daemon
+    leaves it running again."""
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    r = daemon.client.put("/config", json={"vips": []})
-    assert r.status_code == 200, r.text
-    yield daemon.client
+    daemon.api.put_config({"vips": []})
+    yield daemon.api
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    daemon.client.put("/config", json={"vips": []})
+    daemon.api.put_config({"vips": []})
 
 
 @pytest.fixture

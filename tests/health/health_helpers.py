@@ -1,4 +1,4 @@
-"""Helpers of the health-check tests: REST shorthands, deadlines, and who answers a VIP.
+"""Helpers of the health-check tests: REST shorthands (lb.client), deadlines, who answers a VIP.
 
 Every configuration goes through the REST API; every verdict is read back through it
 (GET /vips/{id}/backends, /vips/{id}/stats, /metrics) or observed with real traffic from the
@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb.client import Client
 from lb.lab.hosts import Backend
 from lb.lab.servers import BackendHTTPServer
 from lb.lab.veth import VethLab
@@ -73,14 +73,6 @@ class Servers:
         self.silent.clear()
 
 
-def check(response: httpx.Response, status: int = 200) -> Any:
-    """Assert the status (printing the body if not) and return the JSON body, if any."""
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url.path}: {response.status_code} "
-        f"{response.text}, expected {status}")
-    return response.json() if response.content else None
-
-
 def fast_check(**fields: Any) -> dict[str, Any]:
     """A check document with the tests' fast timing; `fields` override."""
     return {"type": "tcp", "interval_s": INTERVAL, "timeout_s": TIMEOUT, "rise": RISE,
@@ -94,22 +86,21 @@ def vip_doc(address: Any, port: int, backends: list[Backend], *, protocol: str =
             "backends": [{"address": str(b.v4), "weight": weight} for b in backends]}
 
 
-def put_config(api: httpx.Client, *vips: dict[str, Any]) -> list[int]:
+def put_config(api: Client, *vips: dict[str, Any]) -> list[int]:
     """PUT /config with these VIPs; returns their ids, in the order given."""
-    check(api.put("/config", json={"vips": list(vips)}))
-    by_key = {(v["address"], v["port"], v["protocol"]): v["id"] for v in check(api.get("/vips"))}
+    api.put_config({"vips": list(vips)})
+    by_key = {(v["address"], v["port"], v["protocol"]): v["id"] for v in api.list_vips()}
     return [by_key[(str(v["address"]), v["port"], v.get("protocol", "tcp"))] for v in vips]
 
 
-def backends(api: httpx.Client, vip_id: int, **params: Any) -> dict[str, dict[str, Any]]:
+def backends(api: Client, vip_id: int, conn_entries: bool = False) -> dict[str, Any]:
     """GET /vips/{id}/backends, by address."""
-    return {b["address"]: b for b in check(api.get(f"/vips/{vip_id}/backends", params=params))}
+    return {b["address"]: b for b in api.list_backends(vip_id, conn_entries)}
 
 
-def ring_slots(api: httpx.Client, vip_id: int) -> dict[str, int]:
+def ring_slots(api: Client, vip_id: int) -> dict[str, int]:
     """Ring slots of each backend of a VIP, read from the kernel's ring (GET /vips/{id}/stats)."""
-    return {b["address"]: b["ring_slots"]
-            for b in check(api.get(f"/vips/{vip_id}/stats"))["backends"]}
+    return {b["address"]: b["ring_slots"] for b in api.vip_stats(vip_id)["backends"]}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> float | None:
@@ -125,7 +116,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> float | None:
         time.sleep(POLL)
 
 
-def wait_states(api: httpx.Client, vip_id: int, wanted: dict[str, str],
+def wait_states(api: Client, vip_id: int, wanted: dict[str, str],
                 timeout: float) -> float | None:
     """Wait until each listed backend of a VIP is in the given state; returns the seconds."""
     def reached() -> bool:
@@ -147,13 +138,10 @@ def answers(lab: VethLab, vip: Any, port: int, n: int = 30,
     return seen
 
 
-def metrics(api: httpx.Client) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+def metrics(api: Client) -> dict[str, list[tuple[str, dict[str, str], float]]]:
     """GET /metrics parsed by prometheus_client's parser: family -> [(sample, labels, value)]."""
-    r = api.get("/metrics")
-    check_text = r.text
-    assert r.status_code == 200, check_text
     return {f.name: [(s.name, s.labels, s.value) for s in f.samples]
-            for f in text_string_to_metric_families(check_text)}
+            for f in text_string_to_metric_families(api.metrics())}
 
 
 def sample(families: dict[str, list[tuple[str, dict[str, str], float]]], family: str,

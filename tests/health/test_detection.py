@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from health_helpers import (
     DOWN_DEADLINE,
     FALL,
@@ -22,7 +21,6 @@ from health_helpers import (
     Servers,
     answers,
     backends,
-    check,
     fast_check,
     log_event,
     put_config,
@@ -32,12 +30,13 @@ from health_helpers import (
     wait_states,
 )
 
+from lb.client import Client
 from lb.lab.daemon import LabDaemon
 from lb.lab.veth import VethLab
 
 
 def test_stopped_server_leaves_the_ring_in_time_and_comes_back(
-        api: httpx.Client, lab: VethLab, servers: Servers, daemon: LabDaemon) -> None:
+        api: Client, lab: VethLab, servers: Servers, daemon: LabDaemon) -> None:
     port = 8101
     vip = lab.vips_v4()[0]
     running = servers.start_all(port)
@@ -76,7 +75,7 @@ def test_stopped_server_leaves_the_ring_in_time_and_comes_back(
 
 
 def test_http_check_marks_a_backend_answering_500_down(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port = 8102
     vip = lab.vips_v4()[1]
     running = servers.start_all(port)
@@ -104,7 +103,7 @@ def test_http_check_marks_a_backend_answering_500_down(
 
 
 def test_flapping_backend_changes_the_ring_no_more_than_rise_and_fall_allow(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port = 8103
     vip = lab.vips_v4()[2]
     interval = 0.1
@@ -147,7 +146,7 @@ def test_flapping_backend_changes_the_ring_no_more_than_rise_and_fall_allow(
 
 
 def test_a_backend_that_never_answers_does_not_delay_another(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port, hung_port = 8104, 8105
     hung_timeout = 3.0  # each check of the silent backend hangs this long
     vip, hung_vip = lab.vips_v4()[3], lab.vips_v4()[4]
@@ -173,4 +172,4 @@ def test_a_backend_that_never_answers_does_not_delay_another(
     assert wait_for(lambda: (backends(api, hung_id)[addrs[0]]["health"]["last_check"] or {})
                     .get("reason") == f"timeout after {hung_timeout} s",
                     hung_timeout + MARGIN) is not None
-    assert check(api.get(f"/vips/{hung_id}"))["check"]["timeout_s"] == hung_timeout
+    assert api.get_vip(hung_id)["check"]["timeout_s"] == hung_timeout

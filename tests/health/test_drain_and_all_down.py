@@ -10,14 +10,12 @@ from __future__ import annotations
 import collections
 import socket
 
-import httpx
 from health_helpers import (
     DOWN_DEADLINE,
     UP_DEADLINE,
     Servers,
     answers,
     backends,
-    check,
     fast_check,
     put_config,
     ring_slots,
@@ -26,13 +24,14 @@ from health_helpers import (
     wait_states,
 )
 
+from lb.client import Client
 from lb.lab.veth import VethLab
 from lb.lab.waits import settle
 from lb.netns import in_netns
 
 
 def test_draining_backend_keeps_established_flows_and_takes_no_new_ones(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port = 8106
     vip = lab.vips_v4()[5]
     servers.start_all(port)
@@ -50,7 +49,7 @@ def test_draining_backend_keeps_established_flows_and_takes_no_new_ones(
             served.append(conn.getresponse().read().decode().strip())
         drained = collections.Counter(served).most_common(1)[0][0]
         address = addrs[drained]
-        check(api.patch(f"/vips/{vip_id}/backends/{address}", json={"drain": True}))
+        api.update_backend(vip_id, address, drain=True)
 
         seen = backends(api, vip_id)[address]
         assert seen["state"] == "draining" and seen["drain"] is True
@@ -71,13 +70,13 @@ def test_draining_backend_keeps_established_flows_and_takes_no_new_ones(
             conn.close()
 
     # Undrained through the all-VIPs resource: back in the ring.
-    assert check(api.patch(f"/backends/{address}", json={"drain": False})) == {"vips": [vip_id]}
+    assert api.update_backend_everywhere(address, drain=False) == [vip_id]
     assert backends(api, vip_id)[address]["in_ring"]
     assert drained in answers(lab, vip, port)
 
 
 def test_all_backends_down_keeps_the_last_ring_or_drops(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     serve_port, check_port = 8107, 8108
     vip = lab.vips_v4()[6]
     servers.start_all(serve_port)  # traffic: keeps running
@@ -93,11 +92,11 @@ def test_all_backends_down_keeps_the_last_ring_or_drops(
         assert wait_states(api, vip_id, {address: "down"}, DOWN_DEADLINE) is not None
     last_ring = ring_slots(api, vip_id)
     assert last_ring[addrs[2]] == sum(last_ring.values()) > 0, last_ring
-    assert check(api.get(f"/vips/{vip_id}"))["all_backends_down"] is False
+    assert api.get_vip(vip_id)["all_backends_down"] is False
 
     servers.stop(checked[2])
     assert wait_states(api, vip_id, {addrs[2]: "down"}, DOWN_DEADLINE) is not None
-    view = check(api.get(f"/vips/{vip_id}"))
+    view = api.get_vip(vip_id)
     assert view["all_backends_down"] is True and view["all_down"] == "keep_last_ring"
     # keep_last_ring (the default): the ring stays the last one, and new flows are served.
     assert ring_slots(api, vip_id) == last_ring
@@ -105,26 +104,26 @@ def test_all_backends_down_keeps_the_last_ring_or_drops(
     assert answers(lab, vip, serve_port, n=10) == {"backend2": 10}
 
     # drop: the ring empties and new flows are dropped, counted as no_backend.
-    dropped_before = check(api.get("/stats"))["drop_reasons"]["no_backend"]
-    view = check(api.patch(f"/vips/{vip_id}", json={"all_down": "drop"}))
+    dropped_before = api.stats()["drop_reasons"]["no_backend"]
+    view = api.update_vip(vip_id, all_down="drop")
     assert view["all_down"] == "drop" and view["all_backends_down"] is True
     assert view["check"]["port"] == check_port  # a PATCH keeps the settings it does not give
     assert set(ring_slots(api, vip_id).values()) == {0}
     assert not any(b["in_ring"] for b in backends(api, vip_id).values())
     outcome = answers(lab, vip, serve_port, n=3, timeout=0.5)
     assert not set(outcome) & {"backend0", "backend1", "backend2"}, outcome
-    dropped = settle(lambda: check(api.get("/stats"))["drop_reasons"]["no_backend"])
+    dropped = settle(lambda: api.stats()["drop_reasons"]["no_backend"])
     assert dropped >= dropped_before + 3, (dropped_before, dropped)
 
     # A backend coming back ends the all-down state.
     servers.start(lab.backends[0], check_port)
     assert wait_states(api, vip_id, {addrs[0]: "up"}, UP_DEADLINE) is not None
-    assert check(api.get(f"/vips/{vip_id}"))["all_backends_down"] is False
+    assert api.get_vip(vip_id)["all_backends_down"] is False
     assert set(answers(lab, vip, serve_port, n=10)) == {"backend0"}
 
 
 def test_flows_of_a_backend_that_goes_down_are_re_decided(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     udp_port, check_port = 8109, 8110
     vip = lab.vips_v4()[7]
     checked = servers.start_all(check_port)

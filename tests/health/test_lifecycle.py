@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from health_helpers import (
     DOWN_DEADLINE,
     MARGIN,
@@ -13,7 +12,6 @@ from health_helpers import (
     Servers,
     answers,
     backends,
-    check,
     fast_check,
     metrics,
     put_config,
@@ -24,6 +22,7 @@ from health_helpers import (
     wait_states,
 )
 
+from lb.client import Client
 from lb.lab.daemon import LabDaemon
 from lb.lab.veth import VethLab
 from lb.lab.waits import settle
@@ -33,7 +32,7 @@ RAMP_TICK = 0.5
 
 
 def test_health_is_not_persisted_and_is_rebuilt_from_unknown_after_restart(
-        api: httpx.Client, lab: VethLab, servers: Servers, daemon: LabDaemon) -> None:
+        api: Client, lab: VethLab, servers: Servers, daemon: LabDaemon) -> None:
     port = 8111
     vip = lab.vips_v4()[0]
     # Slow checks: after a start, no backend can have a verdict for 2 s (rise 3 x 1 s), time
@@ -46,7 +45,7 @@ def test_health_is_not_persisted_and_is_rebuilt_from_unknown_after_restart(
     wanted = {dead: "down", **dict.fromkeys(alive, "up")}
     assert wait_states(api, vip_id, wanted, 3 * 1.0 + 0.2 + MARGIN) is not None
     assert not backends(api, vip_id)[dead]["in_ring"]
-    config = check(api.get("/config"))
+    config = api.get_config()
 
     restarted_at = time.time()
     daemon.restart()
@@ -57,7 +56,7 @@ def test_health_is_not_persisted_and_is_rebuilt_from_unknown_after_restart(
         assert after[address]["in_ring"] and after[address]["health"]["last_check"] is None
     assert after[dead]["state"] in ("unknown", "down"), after[dead]
     assert after[dead]["in_ring"] == (after[dead]["state"] == "unknown")
-    assert check(api.get("/config")) == config  # desired state, checks included, persisted
+    assert api.get_config() == config  # desired state, checks included, persisted
 
     assert wait_states(api, vip_id, wanted, 3 * 1.0 + 0.2 + MARGIN) is not None
     for b in backends(api, vip_id).values():
@@ -67,7 +66,7 @@ def test_health_is_not_persisted_and_is_rebuilt_from_unknown_after_restart(
 
 
 def test_a_vip_sharing_a_probe_takes_its_verdict_at_once(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port, other_port = 8112, 8113
     shared = fast_check(port=port)  # both VIPs probe backend0:8112 the same way: one probe
     servers.start(lab.backends[1], port)
@@ -75,17 +74,16 @@ def test_a_vip_sharing_a_probe_takes_its_verdict_at_once(
     (first,) = put_config(api, vip_doc(lab.vips_v4()[1], port, lab.backends[:2], check=shared))
     assert wait_states(api, first, {dead: "down"}, DOWN_DEADLINE) is not None
 
-    second = check(api.post("/vips", json={"address": str(lab.vips_v4()[2]),
-                                           "port": other_port, "check": shared}), 201)["id"]
-    check(api.post(f"/vips/{second}/backends", json={"address": str(lab.backends[1].v4)}), 201)
-    check(api.post(f"/vips/{second}/backends", json={"address": dead}), 201)  # the last change
+    second = api.create_vip(str(lab.vips_v4()[2]), other_port, check=shared)["id"]
+    api.add_backend(second, str(lab.backends[1].v4))
+    api.add_backend(second, dead)  # the last change
     seen = backends(api, second)
     assert seen[dead]["state"] == "down" and not seen[dead]["in_ring"], seen[dead]
     assert ring_slots(api, second)[dead] == 0
 
 
 def test_slow_start_ramps_the_weight_of_a_backend_that_comes_back(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port, weight, slow_start = 8114, 10, 2.0
     vip = lab.vips_v4()[3]
     running = servers.start_all(port)
@@ -121,7 +119,7 @@ def test_slow_start_ramps_the_weight_of_a_backend_that_comes_back(
 
 
 def test_metrics_report_traffic_health_and_changes(
-        api: httpx.Client, lab: VethLab, servers: Servers) -> None:
+        api: Client, lab: VethLab, servers: Servers) -> None:
     port = 8115
     vip = lab.vips_v4()[4]
     running = servers.start_all(port)

@@ -166,3 +166,69 @@ def test_the_settle_limit_is_the_idle_timeout_in_settles():
     assert settle_limit(0.5, 3) == 6
     assert settle_limit(7, 900) == 129  # rounded up: a flow is held at least that long
     assert settle_limit(0, 900) == 0  # settling off
+
+
+# --- `lb run` flags, generated from the settings fields -------------------------------------
+def _run_args(*argv: str):
+    import argparse
+
+    from lb.cli import add_settings_flags
+
+    parser = argparse.ArgumentParser()
+    fields = add_settings_flags(parser)
+    args = parser.parse_args(argv)
+    return {name: getattr(args, name) for name in fields}
+
+
+def test_every_setting_but_the_token_is_a_run_flag():
+    import argparse
+
+    from lb.cli import add_settings_flags
+
+    fields = add_settings_flags(argparse.ArgumentParser())
+    assert fields == [n for n in Settings.model_fields if n != "api_token"]
+    for name in ("interface", "netns", "xdp_mode", "next_hop_mac", "egress_interface", "mtu",
+                 "api_host", "api_port", "state_dir", "pin_dir", "max_vips", "max_backends",
+                 "ring_size", "conn_table_size", "settle_interval_s", "tcp_idle_timeout_s",
+                 "log_level"):  # the flags `lb run` has always had
+        assert name in fields
+
+
+def test_run_flags_are_typed_and_override_environment_and_file(toml, monkeypatch):
+    monkeypatch.setenv("LB_API_PORT", "9100")
+    monkeypatch.setenv("LB_INTERFACE", "eth2")
+    flags = _run_args("--api-port", "9200", "--xdp-mode", "generic", "--settle-interval-s",
+                      "0.5", "--log-level", "debug")
+    assert (flags["api_port"], flags["settle_interval_s"]) == (9200, 0.5)
+    s = load_settings(toml('interface = "eth1"\napi_port = 9000\n'), **flags)
+    assert (s.interface, s.api_port, s.xdp_mode, s.log_level) == (
+        "eth2", 9200, XdpMode.GENERIC, "debug")
+
+
+def test_run_flags_not_given_override_nothing(toml, monkeypatch):
+    flags = _run_args()
+    assert set(flags.values()) == {None}
+    monkeypatch.setenv("LB_API_PORT", "9100")
+    s = load_settings(toml('interface = "eth1"\nring_size = 13\n'), **flags)
+    assert (s.interface, s.api_port, s.ring_size) == ("eth1", 9100, 13)
+
+
+@pytest.mark.parametrize("argv", [("--api-port", "x"), ("--xdp-mode", "fast"),
+                                  ("--log-level", "loud"), ("--api-token", "s3cret")])
+def test_bad_run_flags_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        _run_args(*argv)
+    assert e.value.code == 2
+
+
+def test_run_help_shows_defaults_and_ends_with_examples(capsys):
+    from lb.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    words = " ".join(out.split())
+    assert "--settle-interval-s" in out and "(LB_SETTLE_INTERVAL_S; default 10.0)" in words
+    assert "--api-token" not in out
+    assert out.rstrip().splitlines()[-1].lstrip().startswith("LB_INTERFACE=eth0")
+    assert out.index("examples:") > out.index("--log-level {")
