@@ -86,8 +86,8 @@ def add_settings_flags(parser: argparse.ArgumentParser,
         env = f"LB_{name.upper()}"
         if field.is_required():
             where = f"{env}; required"
-        elif field.default is None:
-            where = env
+        elif field.default is None or field.default_factory is not None:
+            where = env  # no default, or one computed at start (the description says which)
         else:
             default = getattr(field.default, "value", field.default)
             where = f"{env}; default {default}"
