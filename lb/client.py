@@ -322,6 +322,10 @@ class Client:
     def vip_stats(self, vip_id: int) -> VipStats:
         return self.call("GET", _path("vips", vip_id, "stats"))
 
+    def fleet(self) -> dict[str, Any]:
+        """GET /fleet: every live host's revision and ring digests, and who disagrees."""
+        return self.call("GET", "/fleet")
+
     def get_config(self) -> ConfigDocument:
         return self.call("GET", "/config")
 

@@ -222,6 +222,29 @@ def cmd_stats(api: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_fleet_status(api: Client, args: argparse.Namespace) -> int:
+    """The fleet's hosts, the revision each applied, and whether their rings agree; exit 1
+    when they do not (a host lags behind, or holds another ring)."""
+    view = api.fleet()
+    if args.json:
+        print_json(view)
+    else:
+        revisions = {h["revision"] for h in view["hosts"]}
+        newest = max(revisions, default=0)
+        rows = [(h["name"] + (" (this host)" if h["name"] == view["host"] else ""),
+                 str(h["revision"]), "behind" if h["revision"] < newest else "",
+                 str(len(h["rings"])),
+                 ",".join(str(i) for i in view["disagreeing_vips"]
+                          if h["rings"].get(str(i), h["rings"].get(i)) is not None) or "")
+                for h in view["hosts"]]
+        print(f"store {view['store']}, {len(rows)} host(s)")
+        print(table(rows, ("host", "revision", "", "rings", "disagreeing VIPs"), "lrlrl"))
+        print("rings agree" if view["agreed"] else
+              f"rings DIFFER for VIPs {view['disagreeing_vips'] or '-'} "
+              f"(or revisions differ: {sorted(revisions)})")
+    return ExitCode.OK if view["agreed"] else ExitCode.REFUSED
+
+
 def _vip_stats(api: Client, args: argparse.Namespace) -> int:
     stats = api.vip_stats(args.vip_id)
     if args.json:
@@ -395,6 +418,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
               "  lb stats 1          VIP 1: packets and bytes per backend, with shares\n"
               "  lb stats --json\n", common)
     p.add_argument("vip_id", metavar="VIP_ID", type=int, nargs="?")
+
+    fleet = _group(sub, "fleet", "the balancer hosts sharing this host's desired state (etcd)",
+                   "  lb fleet status\n  lb fleet status --json\n")
+    _leaf(fleet, "status", cmd_fleet_status,
+          "each host's applied revision and ring digests; exit 1 when rings differ",
+          "  lb fleet status\n", common)
 
     config = _group(sub, "config", "export or import the whole desired state as JSON",
                     "  lb config export lb.json\n  lb config import lb.json\n")

@@ -597,6 +597,10 @@ class Controller:
         """A committed state seen by the store's watch (another host's change, or the fleet's
         state after etcd came back): make it this host's, writing only slots that differ."""
         with self.lock:
+            if revision <= self.revision:
+                # Already held: this host's own change, or a state the watch read before a
+                # later change of this host committed (applying it would undo that change).
+                return ApplyReport()
             changed = [i for i in self.vips.keys() | vips.keys()
                        if self.vips.get(i) != vips.get(i)]
             self._start_ramps(self.vips, vips, self.store)

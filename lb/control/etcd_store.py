@@ -102,10 +102,12 @@ class EtcdStore:
         self.etcd = etcd
         self.prefix = prefix
         self.path = local_copy
-        self.revision = 0          # the etcd revision of the state last loaded or applied
+        # The revision of the desired state held: the commit that last wrote P/meta/change.
+        # Hosts holding the same state hold the same revision (their fleet reports compare).
+        self.revision = 0
+        self._seen = 0             # the etcd revision read or watched up to
         self.from_local_copy = False
         self.reachable = True      # false from a failed call until one succeeds
-        self._change_rev = 0       # mod revision of P/meta/change in that state
         self._docs: dict[int, dict[str, Any]] = {}
         self._next_id = 1
         self._lock = threading.Lock()
@@ -121,7 +123,10 @@ class EtcdStore:
         return None
 
     # --- reading -------------------------------------------------------------------------------
-    def _absorb(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
+    def _absorb(self, key: bytes, value: bytes | None, mod_revision: int) -> bool:
+        """Take one key's new value (None: deleted); True if it is desired state."""
+        if key.startswith(self._key("hosts", "")):
+            return False  # the fleet's host reports (lb.control.fleet) share the prefix
         vip_id = self._vip_id(key)
         if vip_id is not None:
             if value is None:
@@ -131,11 +136,12 @@ class EtcdStore:
         elif key == self._key("meta", "next_id") and value is not None:
             self._next_id = int(value)
         elif key == self._key("meta", "change"):
-            self._change_rev = mod_revision if value is not None else 0
+            self.revision = mod_revision if value is not None else 0
         elif key == self._key("meta", "schema") and value is not None \
                 and int(value) != SCHEMA_VERSION:
             raise StoreError(f"etcd {self.prefix.decode()}: schema version {int(value)}, "
                              f"this build reads {SCHEMA_VERSION}")
+        return True
 
     def _vips(self) -> dict[int, Vip]:
         return {vip_id: _vip_from_doc(vip_id, doc) for vip_id, doc in sorted(self._docs.items())}
@@ -149,10 +155,10 @@ class EtcdStore:
                 self.reachable = False
                 return self._load_local_copy()
             self.reachable = True
-            self._docs, self._next_id, self._change_rev = {}, 1, 0
+            self._docs, self._next_id, self.revision = {}, 1, 0
             for kv in kvs:
                 self._absorb(kv.key, kv.value, kv.mod_revision)
-            self.revision, self.from_local_copy = revision, False
+            self._seen, self.from_local_copy = revision, False
             vips = self._vips()
             self._save_local_copy()
             return vips
@@ -164,14 +170,14 @@ class EtcdStore:
             raise Unavailable(f"etcd unreachable and no local copy at {self.path}: "
                               "start once with etcd reachable") from None
         self._docs = {int(k): v for k, v in saved["vips"].items()}
-        self._next_id, self._change_rev = saved["next_id"], saved["change_revision"]
-        self.revision, self.from_local_copy = saved["revision"], True
+        self._next_id, self.revision = saved["next_id"], saved["revision"]
+        self._seen, self.from_local_copy = saved["seen"], True
         return self._vips()
 
     def _save_local_copy(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"revision": self.revision, "change_revision": self._change_rev,
+        tmp.write_text(json.dumps({"revision": self.revision, "seen": self._seen,
                                    "next_id": self._next_id,
                                    "vips": {str(k): v for k, v in self._docs.items()}}))
         with open(tmp, "rb") as f:
@@ -198,7 +204,7 @@ class EtcdStore:
             if self.from_local_copy:
                 raise Unavailable("etcd was unreachable at start: changes wait until it answers")
             tx = Transaction(self._docs, self._next_id)
-            base = self._change_rev
+            base = self.revision
         yield tx
         ops = [put(self._key("vips", str(i)), json.dumps(tx.docs[i]).encode())
                if i in tx.docs else delete(self._key("vips", str(i))) for i in sorted(tx.changed)]
@@ -221,15 +227,16 @@ class EtcdStore:
                 raise Conflict(f"another host changed the desired state after revision "
                                f"{self.revision}: retry once this host has applied it")
             self._docs, self._next_id = tx.docs, tx.next_id
-            self._change_rev = self.revision = revision
+            self.revision, self._seen = revision, max(self._seen, revision)
             self._save_local_copy()
 
     def follow(self, apply: Callable[[int, dict[int, Vip]], None], stop: threading.Event,
                on_error: Callable[[Exception], None] | None = None) -> None:
         """Until `stop`: watch the prefix and call `apply(revision, vips)` for every committed
-        revision newer than the state held (changes of this host included: they arrive as
-        revisions already held and are skipped). Resumes after the last revision seen when
-        the stream breaks; reads the whole prefix again when that revision was compacted."""
+        desired state newer than the one held (changes of this host arrive as revisions
+        already held and are skipped; the fleet's host reports are not desired state).
+        Resumes after the last revision seen when the stream breaks; reads the whole prefix
+        again when that revision was compacted."""
         while not stop.is_set():
             if self.from_local_copy:  # started while etcd was away: read it all once back
                 vips = self.load()
@@ -238,18 +245,20 @@ class EtcdStore:
                     continue
                 apply(self.revision, vips)
             try:
-                for batch in self.etcd.watch_prefix(self.prefix, self.revision + 1, stop):
+                for batch in self.etcd.watch_prefix(self.prefix, self._seen + 1, stop):
                     self.reachable = True
                     with self._lock:
-                        if batch.revision <= self.revision:
+                        if batch.revision <= self._seen:
                             continue
-                        for ev in batch.events:
-                            self._absorb(ev.kv.key, ev.kv.value if ev.kind == "put" else None,
-                                         ev.kv.mod_revision)
-                        self.revision = batch.revision
-                        vips = self._vips()
+                        state = [self._absorb(ev.kv.key,
+                                              ev.kv.value if ev.kind == "put" else None,
+                                              ev.kv.mod_revision) for ev in batch.events]
+                        self._seen = batch.revision
+                        if not any(state):
+                            continue
+                        vips, revision = self._vips(), self.revision
                         self._save_local_copy()
-                    apply(batch.revision, vips)
+                    apply(revision, vips)
             except EtcdUnreachable as e:
                 self.reachable = False
                 if on_error:

@@ -1,13 +1,17 @@
 """A real etcd cluster on loopback for the lab and the tests: 1 or 3 members, stopped and removed.
 
 Each member is Debian's `etcd` (etcd-server 3.4) with its own data directory under a
-temporary folder and free loopback ports. `EtcdCluster` is a context manager: leaving it
-kills the members it started (by pid) and removes their data, even when a test failed.
+temporary folder and free ports on loopback, or on `host` inside network namespace `netns`
+(a lab host the balancers' namespaces reach through the router: a daemon that entered its
+balancer's namespace cannot reach the root namespace's loopback). `EtcdCluster` is a context
+manager: leaving it kills the members it started (by pid) and removes their data, even when a
+test failed.
 Members can be stopped and started again one by one, for failure tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from lb.netns import in_netns
+
 ETCD = "etcd"
 
 
@@ -25,9 +31,9 @@ class EtcdLabError(RuntimeError):
     """etcd is not installed, or a member did not come up."""
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -40,26 +46,31 @@ class Member:
     peer_port: int
     data_dir: Path
     log: Path
+    host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
 
 class EtcdCluster:
     """`members` etcd processes forming one cluster on loopback."""
 
-    def __init__(self, members: int = 1) -> None:
+    def __init__(self, members: int = 1, netns: str | None = None,
+                 host: str = "127.0.0.1") -> None:
         if shutil.which(ETCD) is None:
             raise EtcdLabError("etcd not found: install Debian's etcd-server (make install)")
+        self.netns = netns
         self.root = Path(tempfile.mkdtemp(prefix="lb-etcd-"))
-        self.members = [Member(f"m{i}", _free_port(), _free_port(), self.root / f"m{i}",
-                               self.root / f"m{i}.log") for i in range(members)]
+        with in_netns(netns) if netns else contextlib.nullcontext():
+            ports = [(_free_port(host), _free_port(host)) for _ in range(members)]
+        self.members = [Member(f"m{i}", c, p, self.root / f"m{i}", self.root / f"m{i}.log",
+                               host) for i, (c, p) in enumerate(ports)]
         self._initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     @property
@@ -68,7 +79,7 @@ class EtcdCluster:
 
     def store_url(self, prefix: str) -> str:
         """An `lb run --store` URL naming every member."""
-        hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
+        hosts = ",".join(f"{m.host}:{m.client_port}" for m in self.members)
         return f"etcd://{hosts}/{prefix}"
 
     def start(self, member: Member | None = None, timeout_s: float = 15.0) -> None:
@@ -77,8 +88,10 @@ class EtcdCluster:
         for m in todo:
             m.data_dir.mkdir(parents=True, exist_ok=True)
             log = open(m.log, "ab")  # noqa: SIM115 (the process keeps it)
+            # `ip netns exec` execs etcd itself: the pid is etcd's, as without a namespace.
+            inside = ["ip", "netns", "exec", self.netns] if self.netns else []
             m.proc = subprocess.Popen(
-                [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
+                [*inside, ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
                  "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
                  "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                  "--initial-cluster", self._initial_cluster,
@@ -95,10 +108,10 @@ class EtcdCluster:
                     raise EtcdLabError(f"etcd {m.name} not serving after {timeout_s} s")
                 time.sleep(0.05)
 
-    @staticmethod
-    def _healthy(m: Member) -> bool:
+    def _healthy(self, m: Member) -> bool:
         try:
-            r = httpx.get(m.client_url + "/health", timeout=0.5)
+            with in_netns(self.netns) if self.netns else contextlib.nullcontext():
+                r = httpx.get(m.client_url + "/health", timeout=0.5)
             return r.status_code == 200 and r.json().get("health") == "true"
         except (httpx.HTTPError, ValueError):
             return False
