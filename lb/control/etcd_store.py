@@ -17,12 +17,14 @@ while etcd is unreachable reconciles to it (`load` falls back to it and says so)
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +97,47 @@ class Transaction:
         self.changed.add(vip_id)
 
 
+@dataclass
+class _State:
+    """One desired state: the VIP documents, the next id, the revision that committed it."""
+
+    docs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_id: int = 1
+    revision: int = 0
+
+    def copy(self) -> _State:
+        return _State(copy.deepcopy(self.docs), self.next_id, self.revision)
+
+    def vips(self) -> dict[int, Vip]:
+        return {vip_id: _vip_from_doc(vip_id, doc) for vip_id, doc in sorted(self.docs.items())}
+
+
 class EtcdStore:
-    """The fleet's desired state under one etcd prefix, with a local copy of what was applied."""
+    """The fleet's desired state under one etcd prefix, with a local copy of what was applied.
+
+    Two states are kept: `held`, the one this host's controller has (transactions build on it
+    and compare on its revision), and `watched`, the newest the watch has seen. A watched
+    state becomes held only once the controller has applied it (`follow`), so a change made
+    meanwhile is compared against what the controller really holds, and loses (409) rather
+    than committing over a state it never saw.
+    """
 
     def __init__(self, etcd: Etcd, prefix: bytes, local_copy: Path) -> None:
         self.etcd = etcd
         self.prefix = prefix
         self.path = local_copy
-        # The revision of the desired state held: the commit that last wrote P/meta/change.
-        # Hosts holding the same state hold the same revision (their fleet reports compare).
-        self.revision = 0
+        self.held = _State()
+        self.watched = _State()
         self._seen = 0             # the etcd revision read or watched up to
         self.from_local_copy = False
         self.reachable = True      # false from a failed call until one succeeds
-        self._docs: dict[int, dict[str, Any]] = {}
-        self._next_id = 1
         self._lock = threading.Lock()
+
+    @property
+    def revision(self) -> int:
+        """The revision of the desired state held: the commit that last wrote P/meta/change.
+        Hosts holding the same state hold the same revision (their fleet reports compare)."""
+        return self.held.revision
 
     # --- keys ----------------------------------------------------------------------------------
     def _key(self, *parts: str) -> bytes:
@@ -123,45 +150,52 @@ class EtcdStore:
         return None
 
     # --- reading -------------------------------------------------------------------------------
-    def _absorb(self, key: bytes, value: bytes | None, mod_revision: int) -> bool:
-        """Take one key's new value (None: deleted); True if it is desired state."""
+    def _absorb(self, state: _State, key: bytes, value: bytes | None,
+                mod_revision: int) -> bool:
+        """Take one key's new value (None: deleted) into `state`; True if it is desired state."""
         if key.startswith(self._key("hosts", "")):
             return False  # the fleet's host reports (lb.control.fleet) share the prefix
         vip_id = self._vip_id(key)
         if vip_id is not None:
             if value is None:
-                self._docs.pop(vip_id, None)
+                state.docs.pop(vip_id, None)
             else:
-                self._docs[vip_id] = json.loads(value)
+                state.docs[vip_id] = json.loads(value)
         elif key == self._key("meta", "next_id") and value is not None:
-            self._next_id = int(value)
+            state.next_id = int(value)
         elif key == self._key("meta", "change"):
-            self.revision = mod_revision if value is not None else 0
+            state.revision = mod_revision if value is not None else 0
         elif key == self._key("meta", "schema") and value is not None \
                 and int(value) != SCHEMA_VERSION:
             raise StoreError(f"etcd {self.prefix.decode()}: schema version {int(value)}, "
                              f"this build reads {SCHEMA_VERSION}")
         return True
 
-    def _vips(self) -> dict[int, Vip]:
-        return {vip_id: _vip_from_doc(vip_id, doc) for vip_id, doc in sorted(self._docs.items())}
+    def _read_all(self) -> _State | None:
+        """Read the whole prefix into `watched` (None: etcd unreachable). Call with the lock."""
+        try:
+            revision, kvs = self.etcd.get_prefix(self.prefix)
+        except EtcdUnreachable:
+            self.reachable = False
+            return None
+        self.reachable = True
+        state = _State()
+        for kv in kvs:
+            self._absorb(state, kv.key, kv.value, kv.mod_revision)
+        self.watched, self._seen = state, revision
+        return state
 
     def load(self) -> dict[int, Vip]:
-        """Every VIP by id, as etcd holds it now; from the local copy if etcd is unreachable."""
+        """Every VIP by id, as etcd holds it now (held from now on: the caller applies it, at
+        start); from the local copy if etcd is unreachable."""
         with self._lock:
-            try:
-                revision, kvs = self.etcd.get_prefix(self.prefix)
-            except EtcdUnreachable:
-                self.reachable = False
+            state = self._read_all()
+            if state is None:
                 return self._load_local_copy()
-            self.reachable = True
-            self._docs, self._next_id, self.revision = {}, 1, 0
-            for kv in kvs:
-                self._absorb(kv.key, kv.value, kv.mod_revision)
-            self._seen, self.from_local_copy = revision, False
-            vips = self._vips()
+            self.from_local_copy = False
+            self.held = state.copy()
             self._save_local_copy()
-            return vips
+            return self.held.vips()
 
     def _load_local_copy(self) -> dict[int, Vip]:
         try:
@@ -169,49 +203,58 @@ class EtcdStore:
         except FileNotFoundError:
             raise Unavailable(f"etcd unreachable and no local copy at {self.path}: "
                               "start once with etcd reachable") from None
-        self._docs = {int(k): v for k, v in saved["vips"].items()}
-        self._next_id, self.revision = saved["next_id"], saved["revision"]
-        self._seen, self.from_local_copy = saved["seen"], True
-        return self._vips()
+        self.held = _State({int(k): v for k, v in saved["vips"].items()}, saved["next_id"],
+                           saved["revision"])
+        self.watched, self._seen = self.held.copy(), saved["revision"]
+        self.from_local_copy = True
+        return self.held.vips()
 
     def _save_local_copy(self) -> None:
+        """Write `held` to the local copy (atomically: a crash leaves the old or the new)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"revision": self.revision, "seen": self._seen,
-                                   "next_id": self._next_id,
-                                   "vips": {str(k): v for k, v in self._docs.items()}}))
+        tmp.write_text(json.dumps({"revision": self.held.revision, "next_id": self.held.next_id,
+                                   "vips": {str(k): v for k, v in self.held.docs.items()}}))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
+    def _hold(self, state: _State) -> None:
+        """The controller has applied `state`: it is held (unless a newer one already is)."""
+        with self._lock:
+            if state.revision > self.held.revision:
+                self.held = state
+                self.from_local_copy = False
+                self._save_local_copy()
+
     def added_at(self, vip_id: int, address: Address) -> float | None:
         """When the backend joined the VIP, as committed by the host that added it."""
         with self._lock:
-            return _added_at(self._docs, vip_id, address)
+            return _added_at(self.held.docs, vip_id, address) or \
+                _added_at(self.watched.docs, vip_id, address)
 
     def next_position(self) -> int:
         """The position after every backend's (positions order a VIP's backends)."""
         with self._lock:
-            positions = [b["position"] for d in self._docs.values() for b in d["backends"]]
+            positions = [b["position"] for d in self.held.docs.values() for b in d["backends"]]
         return max(positions, default=0) + 1
 
     # --- writing -------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Buffers the block's writes; at its end commits them in one etcd transaction, on the
-        condition that no other change was committed since the state this host applied."""
+        condition that no other change was committed since the state this host holds."""
         with self._lock:
             if self.from_local_copy:
                 raise Unavailable("etcd was unreachable at start: changes wait until it answers")
-            tx = Transaction(self._docs, self._next_id)
-            base = self.revision
+            tx = Transaction(self.held.docs, self.held.next_id)
+            base = self.held.revision
         yield tx
         ops = [put(self._key("vips", str(i)), json.dumps(tx.docs[i]).encode())
                if i in tx.docs else delete(self._key("vips", str(i))) for i in sorted(tx.changed)]
         ops += [put(self._key("meta", "next_id"), str(tx.next_id).encode()),
                 put(self._key("meta", "schema"), str(SCHEMA_VERSION).encode()),
                 put(self._key("meta", "change"), b"")]
-        # Held across the commit: the watch must not see this revision before it is recorded.
         with self._lock:
             try:
                 ok, revision = self.etcd.txn(
@@ -225,40 +268,46 @@ class EtcdStore:
             self.reachable = True
             if not ok:
                 raise Conflict(f"another host changed the desired state after revision "
-                               f"{self.revision}: retry once this host has applied it")
-            self._docs, self._next_id = tx.docs, tx.next_id
-            self.revision, self._seen = revision, max(self._seen, revision)
+                               f"{base}: retry once this host has applied it")
+            # Held now; the watch brings the same revision to `watched` in its turn.
+            self.held = _State(tx.docs, tx.next_id, revision)
             self._save_local_copy()
 
     def follow(self, apply: Callable[[int, dict[int, Vip]], None], stop: threading.Event,
                on_error: Callable[[Exception], None] | None = None) -> None:
         """Until `stop`: watch the prefix and call `apply(revision, vips)` for every committed
-        desired state newer than the one held (changes of this host arrive as revisions
-        already held and are skipped; the fleet's host reports are not desired state).
+        desired state (this host's own changes come back as revisions already held: the
+        controller skips them; the fleet's host reports are not desired state), then hold it.
         Resumes after the last revision seen when the stream breaks; reads the whole prefix
-        again when that revision was compacted."""
+        again when that revision was compacted, or once etcd answers after a start on the
+        local copy."""
+        reread = self.from_local_copy
         while not stop.is_set():
-            if self.from_local_copy:  # started while etcd was away: read it all once back
-                vips = self.load()
-                if self.from_local_copy:
+            if reread:
+                with self._lock:
+                    state = self._read_all()
+                    state = state.copy() if state is not None else None
+                if state is None:
                     stop.wait(1.0)
                     continue
-                apply(self.revision, vips)
+                apply(state.revision, state.vips())
+                self._hold(state)
+                reread = False
             try:
                 for batch in self.etcd.watch_prefix(self.prefix, self._seen + 1, stop):
                     self.reachable = True
                     with self._lock:
                         if batch.revision <= self._seen:
                             continue
-                        state = [self._absorb(ev.kv.key,
-                                              ev.kv.value if ev.kind == "put" else None,
-                                              ev.kv.mod_revision) for ev in batch.events]
+                        touched = [self._absorb(self.watched, ev.kv.key,
+                                                ev.kv.value if ev.kind == "put" else None,
+                                                ev.kv.mod_revision) for ev in batch.events]
                         self._seen = batch.revision
-                        if not any(state):
+                        if not any(touched):
                             continue
-                        vips, revision = self._vips(), self.revision
-                        self._save_local_copy()
-                    apply(revision, vips)
+                        state = self.watched.copy()
+                    apply(state.revision, state.vips())
+                    self._hold(state)
             except EtcdUnreachable as e:
                 self.reachable = False
                 if on_error:
@@ -267,12 +316,7 @@ class EtcdStore:
             except EtcdError as e:
                 if on_error:
                     on_error(e)
-                try:
-                    vips = self.load()  # compacted past our revision: read it all again
-                    if not self.from_local_copy:
-                        apply(self.revision, vips)
-                except StoreError:
-                    pass
+                reread = True  # compacted past our revision: read it all again
                 stop.wait(1.0)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from lb.control.errors import Conflict, Unavailable
 from lb.control.etcd import Etcd
 from lb.control.etcd_store import EtcdStore
 from lb.control.model import BackendSpec, VipSettings, VipSpec
+from lb.lab.waits import wait_until
 
 
 def _store(endpoints, prefix, tmp_path, name="a", timeout_s=2.0) -> EtcdStore:
@@ -71,7 +72,7 @@ def test_a_block_that_raises_commits_nothing(etcd1, prefix, tmp_path):
     assert a.load() == {}
 
 
-def test_follow_delivers_another_hosts_changes_and_skips_its_own(etcd1, prefix, tmp_path):
+def test_follow_delivers_another_hosts_changes_and_its_own_as_already_held(etcd1, prefix, tmp_path):
     a = _store(etcd1.endpoints, prefix, tmp_path, "a")
     b = _store(etcd1.endpoints, prefix, tmp_path, "b")
     a.load()
@@ -92,12 +93,15 @@ def test_follow_delivers_another_hosts_changes_and_skips_its_own(etcd1, prefix, 
         revision, vips = applied[-1]
         assert revision == a.revision and list(vips) == [vip_id]
         assert b.revision == a.revision
-        # b's own change after it caught up commits, and is not applied a second time.
+        # b's own change after it caught up commits at once (held), and when the watch
+        # brings it back it is the revision already held: the controller skips it.
         got.clear()
-        n = len(applied)
         with b.transaction() as tx:
             tx.set_settings(vip_id, VipSettings(flags=["hash_no_src_port"]))
-        assert not got.wait(1.0) and len(applied) == n
+        held = b.revision
+        assert held > a.revision
+        assert got.wait(10)
+        assert applied[-1][0] == held == b.revision
     finally:
         stop.set()
         t.join(10)
@@ -155,5 +159,36 @@ def test_a_host_started_without_etcd_catches_up_when_it_returns(etcd1, prefix, t
         with b.transaction() as tx:  # and takes changes again
             tx.delete_vip(later)
     finally:
+        stop.set()
+        t.join(10)
+
+
+def test_a_change_made_while_a_seen_state_is_not_yet_applied_loses_instead_of_hiding_it(
+        etcd1, prefix, tmp_path):
+    """The watch has seen a's change but b's controller has not applied it yet: a change
+    through b must not commit over it (b's controller would never hold a's VIP)."""
+    a = _store(etcd1.endpoints, prefix, tmp_path, "a")
+    b = _store(etcd1.endpoints, prefix, tmp_path, "b")
+    a.load()
+    b.load()
+    in_apply, release, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_apply(revision, vips):
+        in_apply.set()
+        release.wait(10)
+
+    t = threading.Thread(target=b.follow, args=(slow_apply, stop))
+    t.start()
+    try:
+        _add_vip(a, "10.100.0.1")
+        assert in_apply.wait(10)
+        with pytest.raises(Conflict):
+            _add_vip(b, "10.100.0.2")
+        release.set()
+        assert wait_until(lambda: b.revision == a.revision, timeout=10)
+        _add_vip(b, "10.100.0.2")
+        assert len(_store(etcd1.endpoints, prefix, tmp_path, "c").load()) == 2
+    finally:
+        release.set()
         stop.set()
         t.join(10)
