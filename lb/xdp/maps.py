@@ -19,21 +19,19 @@ import ipaddress
 import mmap
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lb.xdp import _ringio, mapelem
 from lb.xdp.consts import (
-    CT_TIME_SHIFT,
     CT_WAYS,
     SLOT_BACKEND,
     SLOT_SETTLED,
     BackendFlag,
     Counter,
 )
-from lb.xdp.flowhash import conn_table_set, filter_slot, vip_index_slot, words
+from lb.xdp.flowhash import filter_slot, vip_index_slot, words
 from lb.xdp.structs import (
     Backend,
     BenchState,
@@ -58,8 +56,6 @@ if TYPE_CHECKING:
 
 _U32 = ctypes.c_uint32
 _BYTES_PER_SLOT = 2
-# CLOCK_MONOTONIC_COARSE (Linux): the clock of bpf_ktime_get_coarse_ns().
-_CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 # A ring slot's top byte (which holds SLOT_SETTLED) is its second byte in memory.
 assert sys.byteorder == "little", "ring slots are read as little-endian u16"
 _TOP_BYTE = 1
@@ -68,12 +64,6 @@ _WITHOUT_SETTLED = bytes(b & ~(SLOT_SETTLED >> 8) for b in range(256))
 _SETTLED_TOPS = bytes(range(SLOT_SETTLED >> 8, 256))
 # Per family: the connection-table map, its set mirror, and its flow mirror.
 _CT = {False: ("ct_v4", CtSetV4, CtEntryV4, FlowV4), True: ("ct_v6", CtSetV6, CtEntryV6, FlowV6)}
-
-
-def ct_clock() -> int:
-    """Now on the connection table's clock: coarse monotonic ns >> CT_TIME_SHIFT, 32 bits
-    (bpf_ktime_get_coarse_ns() in the data plane)."""
-    return (time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -534,39 +524,20 @@ class Dataplane:
 
     def set_conn_entry(self, flow: Flow, backend: int) -> None:
         """Put `flow` -> `backend` in its set on every CPU, as the program would on a fresh
-        decision (its own way if there, else an empty or the least recently used way, which
-        becomes the most recently used; UDP ways stamped now). Tests and benchmarks prime
-        the table with it."""
+        decision (lb/xdp/_ringio.c's plant, by the program's own rules: lb/xdp/conntable.h).
+        Tests and benchmarks prime the table with it."""
         if not 1 <= backend < self.sizes.max_backends:
             raise ValueError(f"backend index {backend} outside 1..{self.sizes.max_backends - 1}")
         v6 = flow.src.version == 6
-        _, set_type, _, flow_type = _CT[v6]
+        flow_type = _CT[v6][3]
         ports = dict(sport=socket.htons(flow.sport), dport=socket.htons(flow.dport),
                      proto=flow.proto)
         if v6:
             key = flow_type(src=_words_array(flow.src), dst=_words_array(flow.dst), **ports)
         else:
             key = flow_type(src=words(flow.src)[0], dst=words(flow.dst)[0], **ports)
-        set_num = conn_table_set(flow.src, flow.dst, flow.sport, flow.dport, flow.proto,
-                                 self.sizes.conn_table_sets)
-        atime = ct_clock() if flow.proto == socket.IPPROTO_UDP else 0
-        view, size = self._ct_view[v6], ctypes.sizeof(set_type)
-        for cpu in range(self.sizes.cpus):
-            at = self._ct_offset(v6, cpu, set_num)
-            s = set_type.from_buffer_copy(view[at:at + size])
-            ways = [bytes(w.flow) == bytes(key) for w in s.way]
-            if True in ways:
-                way = ways.index(True)
-            elif 0 in [w.state.backend for w in s.way]:
-                way = [w.state.backend for w in s.way].index(0)
-            else:
-                way = 1 - s.mru
-            s.way[way].flow = key
-            s.way[way].state.backend = backend
-            s.way[way].state.idle_settles = 0
-            s.way[way].state.atime = atime
-            s.mru = way
-            view[at:at + size] = bytes(s)
+        _ringio.plant(self._ct_view[v6], v6, bytes(key), backend, self.sizes.conn_table_sets,
+                      self.sizes.cpus)
 
     # --- benchmark builds -----------------------------------------------------------
     def set_bench_frame(self, frame: bytes, vary_offset: int = 0,
@@ -579,5 +550,3 @@ class Dataplane:
             frame_len=len(frame), vary_offset=vary_offset, vary_flow=int(vary_flow),
             head=(ctypes.c_uint8 * BenchState.BENCH_HEAD)(*head))
 
-    def bench_seq(self) -> int:
-        return self.program.table("bench_state")[_U32(0)].seq
