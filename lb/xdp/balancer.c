@@ -14,12 +14,12 @@
  *                         (unusual_v4/v6: the rare path)    drop: fragment, options, ...
  *   pick_and_forward      the backend, in four stages:
  *     pick_start            config, the flow's hashes       drop: internal
- *     pick_by_settled_slot  a settled ring slot (TCP)       ct_settled, then forward
- *     pick_by_conn_table    the flow's way in its set       ct_hit, then forward; internal
- *     pick_by_ring          a fresh decision, remembered    ct_miss, then forward;
+ *     pick_by_settled_slot  a settled ring slot (TCP)       picked: ct_settled
+ *     pick_by_conn_table    the flow's way in its set       picked: ct_hit; drop: internal
+ *     pick_by_ring          a fresh decision, remembered    picked: ct_miss;
  *                                                           drop: no_backend, internal
- *   forward               encapsulate and send             tx, redirect; drop: encap_failed
- *     too_big             ICMP "too big" instead           icmp_too_big; drop: too_big, ...
+ *     forward             encapsulate and send the pick    tx, redirect; drop: encap_failed
+ *       too_big           ICMP "too big" instead           icmp_too_big; drop: too_big, ...
  *
  * The connection table's rules live in conntable.h, shared with the control plane's
  * settle (lb/xdp/_ringio.c).
@@ -66,6 +66,8 @@ struct pick {
 	__u32 settled;            /* a sampled packet of a settled slot: its backend; else 0 */
 	int way;                  /* the flow's way in `set`, or -1 */
 	int table;                /* the VIP uses the connection table */
+	__u32 idx;                /* LB_PICKED: the backend's index */
+	struct backend *be;       /* LB_PICKED: the backend */
 };
 
 static __always_inline int count_pass(struct lb_counters *cnt, int reason)
@@ -132,6 +134,134 @@ static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 id
 		bs->packets++;
 		bs->bytes += p->frame_len;
 	}
+}
+
+/* Pick stage 1: the config and the flow's hashes. The set's hash is the full 5-tuple's;
+ * the ring's drops the source port for F_VIP_HASH_NO_SRC_PORT VIPs. `flow` is a struct
+ * flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at each call site, so the
+ * family branches fold away when the stages are inlined. */
+static __always_inline int pick_start(struct pick *k, const void *flow, int v6,
+				      const struct vip_meta *vip, struct lb_counters *cnt)
+{
+	__u32 zero = 0;
+
+	k->cfg = lb_config.lookup(&zero);
+	if (!k->cfg)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	k->set = NULL;
+	k->slot = LB_RING_UNREAD;
+	k->settled = 0;
+	k->way = -1;
+	k->table = !(vip->flags & F_VIP_NO_CONN_TABLE);
+	if (!k->table) {
+		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+		return LB_CONTINUE;
+	}
+	k->ring_hash = k->set_hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+	if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
+		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+	return LB_CONTINUE;
+}
+
+/* Pick stage 2: a non-SYN TCP packet whose ring slot is settled picks the slot's backend
+ * without reading the table (but for one in LB_CT_SAMPLE_MASK + 1, which goes on with
+ * k->settled set): settled means no live flow in the table names another backend for that
+ * slot, so the table would agree. On a busy host the table is far bigger than the caches,
+ * and its read is most of a packet's cost. */
+static __always_inline int pick_by_settled_slot(const struct packet *p, struct pick *k,
+						__u8 proto, const struct vip_meta *vip,
+						struct lb_counters *cnt)
+{
+	struct backend *be;
+	__u32 idx;
+
+	if (!k->table || proto != IPPROTO_TCP || p->is_syn)
+		return LB_CONTINUE;
+	k->slot = ring_slot(vip->vip_num, k->ring_hash);
+	if (!(k->slot & LB_SLOT_SETTLED))
+		return LB_CONTINUE;
+	idx = k->slot & LB_SLOT_BACKEND;
+	be = usable_backend(idx);
+	if (!be)
+		return LB_CONTINUE;
+	if (!ct_sample_due(cnt->n[CNT_CT_SETTLED] + cnt->n[CNT_CT_HIT] + cnt->n[CNT_CT_MISS])) {
+		cnt->n[CNT_CT_SETTLED]++;
+		k->idx = idx;
+		k->be = be;
+		return LB_PICKED;
+	}
+	k->settled = idx;
+	return LB_CONTINUE;
+}
+
+/* Pick stage 3: the connection table, this CPU's slice of ct_v4/ct_v6 (plain arrays: one
+ * inlined address computation, no per-CPU pointer to load first). A way holding the flow
+ * that may answer it (conntable.h) and whose backend is still good is picked (a hit). */
+static __always_inline int pick_by_conn_table(const struct packet *p, struct pick *k,
+					      const void *flow, int v6, __u8 proto,
+					      struct lb_counters *cnt)
+{
+	struct ct_state *st;
+	struct backend *be;
+	__u32 set_num;
+
+	if (!k->table)
+		return LB_CONTINUE;
+	set_num = ct_set_index(bpf_get_smp_processor_id(), k->set_hash, LB_CT_SETS);
+	k->set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
+	if (!k->set)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	k->way = ct_find(k->set, flow, v6);
+	if (k->way < 0)
+		return LB_CONTINUE;
+	st = ct_way_state(k->set, k->way, v6);
+	if (!ct_way_may_answer(st, p->is_syn, k->settled))
+		return LB_CONTINUE;
+	be = ct_state_backend(st, proto, k->cfg, cnt);
+	if (!be)
+		return LB_CONTINUE;
+	cnt->n[CNT_CT_HIT]++;
+	*ct_mru(k->set, v6) = k->way;
+	k->idx = st->backend;
+	k->be = be;
+	return LB_PICKED;
+}
+
+/* Why the backend of ring slot `slot` (looked up: `be`, NULL if past the map) cannot be
+ * sent to: the VIP has none there (an empty slot, or a disabled backend: it keeps its
+ * address), or the maps disagree (no ring, an index past the backends map, or a slot
+ * naming an empty backend slot). */
+static __always_inline int drop_unusable(__u32 slot, const struct backend *be,
+					 struct lb_counters *cnt)
+{
+	if (slot == LB_RING_MISSING || !be)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	if (!(slot & LB_SLOT_BACKEND) || be->addr[0] | be->addr[1] | be->addr[2] | be->addr[3])
+		return count_drop(cnt, CNT_DROP_NO_BACKEND);
+	return count_drop(cnt, CNT_DROP_INTERNAL);
+}
+
+/* Pick stage 4: a fresh decision by the ring slot (read now unless stage 2 did), remembered
+ * in the flow's way of the table when the VIP uses it (conntable.h's ct_decide). */
+static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6, __u8 proto,
+					const struct vip_meta *vip, struct lb_counters *cnt)
+{
+	struct backend *be;
+	__u32 idx;
+
+	if (k->slot == LB_RING_UNREAD)
+		k->slot = ring_slot(vip->vip_num, k->ring_hash);
+	idx = k->slot & LB_SLOT_BACKEND;
+	be = backends.lookup(&idx);
+	if (!be || !(be->flags & F_BACKEND_VALID))
+		return drop_unusable(k->slot, be, cnt);
+	if (k->set) {
+		cnt->n[CNT_CT_MISS]++;
+		ct_decide(k->set, k->way, flow, v6, idx, proto);
+	}
+	k->idx = idx;
+	k->be = be;
+	return LB_PICKED;
 }
 
 /* Whether this CPU may send one more ICMP reply now (GCRA: LB_ICMP_RATE per second,
@@ -216,133 +346,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 	return XDP_TX;
 }
 
-/* Pick stage 1: the config and the flow's hashes. The set's hash is the full 5-tuple's;
- * the ring's drops the source port for F_VIP_HASH_NO_SRC_PORT VIPs. `flow` is a struct
- * flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at each call site, so the
- * family branches fold away when the stages are inlined. */
-static __always_inline int pick_start(struct pick *k, const void *flow, int v6,
-				      const struct vip_meta *vip, struct lb_counters *cnt)
-{
-	__u32 zero = 0;
-
-	k->cfg = lb_config.lookup(&zero);
-	if (!k->cfg)
-		return count_drop(cnt, CNT_DROP_INTERNAL);
-	k->set = NULL;
-	k->slot = LB_RING_UNREAD;
-	k->settled = 0;
-	k->way = -1;
-	k->table = !(vip->flags & F_VIP_NO_CONN_TABLE);
-	if (!k->table) {
-		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
-		return LB_CONTINUE;
-	}
-	k->ring_hash = k->set_hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
-	if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
-		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
-	return LB_CONTINUE;
-}
-
-/* Pick stage 2: a non-SYN TCP packet whose ring slot is settled goes to the slot's backend
- * without reading the table (but for one in LB_CT_SAMPLE_MASK + 1, which goes on with
- * k->settled set): settled means no live flow in the table names another backend for that
- * slot, so the table would agree. On a busy host the table is far bigger than the caches,
- * and its read is most of a packet's cost. */
-static __always_inline int pick_by_settled_slot(struct xdp_md *ctx, struct packet *p,
-						struct pick *k, __u8 proto,
-						const struct vip_meta *vip,
-						struct lb_counters *cnt)
-{
-	struct backend *be;
-	__u32 idx;
-
-	if (!k->table || proto != IPPROTO_TCP || p->is_syn)
-		return LB_CONTINUE;
-	k->slot = ring_slot(vip->vip_num, k->ring_hash);
-	if (!(k->slot & LB_SLOT_SETTLED))
-		return LB_CONTINUE;
-	idx = k->slot & LB_SLOT_BACKEND;
-	be = usable_backend(idx);
-	if (!be)
-		return LB_CONTINUE;
-	if (!ct_sample_due(cnt->n[CNT_CT_SETTLED] + cnt->n[CNT_CT_HIT] + cnt->n[CNT_CT_MISS])) {
-		cnt->n[CNT_CT_SETTLED]++;
-		return forward(ctx, p, vip, idx, be, k->cfg, cnt);
-	}
-	k->settled = idx;
-	return LB_CONTINUE;
-}
-
-/* Pick stage 3: the connection table, this CPU's slice of ct_v4/ct_v6 (plain arrays: one
- * inlined address computation, no per-CPU pointer to load first). A way holding the flow
- * that may answer it (conntable.h) and whose backend is still good sends the packet. */
-static __always_inline int pick_by_conn_table(struct xdp_md *ctx, struct packet *p,
-					      struct pick *k, const void *flow, int v6, __u8 proto,
-					      const struct vip_meta *vip, struct lb_counters *cnt)
-{
-	struct ct_state *st;
-	struct backend *be;
-	__u32 set_num;
-
-	if (!k->table)
-		return LB_CONTINUE;
-	set_num = ct_set_index(bpf_get_smp_processor_id(), k->set_hash, LB_CT_SETS);
-	k->set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
-	if (!k->set)
-		return count_drop(cnt, CNT_DROP_INTERNAL);
-	k->way = ct_find(k->set, flow, v6);
-	if (k->way < 0)
-		return LB_CONTINUE;
-	st = ct_way_state(k->set, k->way, v6);
-	if (!ct_way_may_answer(st, p->is_syn, k->settled))
-		return LB_CONTINUE;
-	be = ct_state_backend(st, proto, k->cfg, cnt);
-	if (!be)
-		return LB_CONTINUE;
-	cnt->n[CNT_CT_HIT]++;
-	*ct_mru(k->set, v6) = k->way;
-	return forward(ctx, p, vip, st->backend, be, k->cfg, cnt);
-}
-
-/* Why the backend of ring slot `slot` (looked up: `be`, NULL if past the map) cannot be
- * sent to: the VIP has none there (an empty slot, or a disabled backend: it keeps its
- * address), or the maps disagree (no ring, an index past the backends map, or a slot
- * naming an empty backend slot). */
-static __always_inline int drop_unusable(__u32 slot, const struct backend *be,
-					 struct lb_counters *cnt)
-{
-	if (slot == LB_RING_MISSING || !be)
-		return count_drop(cnt, CNT_DROP_INTERNAL);
-	if (!(slot & LB_SLOT_BACKEND) || be->addr[0] | be->addr[1] | be->addr[2] | be->addr[3])
-		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	return count_drop(cnt, CNT_DROP_INTERNAL);
-}
-
-/* Pick stage 4: a fresh decision by the ring slot (read now unless stage 2 did), remembered
- * in the flow's way of the table when the VIP uses it (conntable.h's ct_decide). */
-static __always_inline int pick_by_ring(struct xdp_md *ctx, struct packet *p, struct pick *k,
-					const void *flow, int v6, __u8 proto,
-					const struct vip_meta *vip, struct lb_counters *cnt)
-{
-	struct backend *be;
-	__u32 idx;
-
-	if (k->slot == LB_RING_UNREAD)
-		k->slot = ring_slot(vip->vip_num, k->ring_hash);
-	idx = k->slot & LB_SLOT_BACKEND;
-	be = backends.lookup(&idx);
-	if (!be || !(be->flags & F_BACKEND_VALID))
-		return drop_unusable(k->slot, be, cnt);
-	if (k->set) {
-		cnt->n[CNT_CT_MISS]++;
-		ct_decide(k->set, k->way, flow, v6, idx, proto);
-	}
-	return forward(ctx, p, vip, idx, be, k->cfg, cnt);
-}
-
 /* Pick the backend of a flow and send the packet there: the pick stages in order, each
- * returning a verdict (counted) or LB_CONTINUE. The table's rules (ways, hits, sampling,
- * time) are conntable.h's. */
+ * returning a verdict (a drop, counted), LB_CONTINUE (ask the next stage) or LB_PICKED
+ * (k.idx and k.be hold the backend; counted as ct_settled, ct_hit or ct_miss), then one
+ * forward for every pick. The table's rules (ways, hits, sampling, time) are conntable.h's. */
 static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
 					    int v6, __u8 proto, const struct vip_meta *vip,
 					    struct lb_counters *cnt)
@@ -351,15 +358,15 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 	int verdict;
 
 	verdict = pick_start(&k, flow, v6, vip, cnt);
-	if (verdict != LB_CONTINUE)
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_settled_slot(p, &k, proto, vip, cnt);
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_conn_table(p, &k, flow, v6, proto, cnt);
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_ring(&k, flow, v6, proto, vip, cnt);
+	if (verdict != LB_PICKED)
 		return verdict;
-	verdict = pick_by_settled_slot(ctx, p, &k, proto, vip, cnt);
-	if (verdict != LB_CONTINUE)
-		return verdict;
-	verdict = pick_by_conn_table(ctx, p, &k, flow, v6, proto, vip, cnt);
-	if (verdict != LB_CONTINUE)
-		return verdict;
-	return pick_by_ring(ctx, p, &k, flow, v6, proto, vip, cnt);
+	return forward(ctx, p, vip, k.idx, k.be, k.cfg, cnt);
 }
 
 /* The VIP of (address, port, protocol) through the IPv4 VIP index; vips_v4 is asked

@@ -153,6 +153,8 @@ _Static_assert(LB_CT_SIZE >= 2 * LB_CT_WAYS && (LB_CT_SIZE & (LB_CT_SIZE - 1)) =
 /* A pipeline stage's answer when it has no verdict: the packet goes on down the ladder
  * (every XDP_* verdict is >= 0). */
 #define LB_CONTINUE -1
+/* A pick stage's answer when it chose the packet's backend: forward it there. */
+#define LB_PICKED -2
 
 /* VIP flag: hash the flow without its source port (Katran's F_HASH_NO_SRC_PORT). */
 #define F_VIP_HASH_NO_SRC_PORT (1 << 0)
