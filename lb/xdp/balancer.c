@@ -70,6 +70,7 @@ struct pick {
 	struct backend *be;       /* LB_PICKED: the backend */
 };
 
+/* Pass to the kernel, counted under the pass total and `reason`. */
 static __always_inline int count_pass(struct lb_counters *cnt, int reason)
 {
 	cnt->n[CNT_PASS]++;
@@ -77,6 +78,7 @@ static __always_inline int count_pass(struct lb_counters *cnt, int reason)
 	return XDP_PASS;
 }
 
+/* Drop, counted under the drop total and `reason`. */
 static __always_inline int count_drop(struct lb_counters *cnt, int reason)
 {
 	cnt->n[CNT_DROP]++;
