@@ -42,7 +42,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     log "virtualenv created at $VENV"
 fi
 stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/lb/*/_*.c "$ROOT"/lb/xdp/lb_consts.h \
-    "$ROOT"/lb/xdp/lb_structs.h "$ROOT"/lb/xdp/flowhash.h | sha256sum | cut -c1-16)"
+    "$ROOT"/lb/xdp/lb_structs.h "$ROOT"/lb/xdp/flowhash.h "$ROOT"/lb/xdp/conntable.h | sha256sum | cut -c1-16)"
 if [[ ! -e "$stamp" ]]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[dev]"
     rm -f "$VENV"/.installed-*

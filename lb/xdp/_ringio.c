@@ -1,4 +1,5 @@
-/* Ring slots in the mmapped `rings` map, for lb/xdp/maps.py (Dataplane.write_ring, .scan, .settle).
+/* Ring slots in the mmapped `rings` map, and the connection table's rules on the mmapped
+ * ct_v4/ct_v6 maps, for lb/xdp/maps.py (Dataplane.write_ring, .scan, .settle, .set_conn_entry).
  *
  * apply(ring, ids, dest) -> slots written
  *
@@ -39,12 +40,25 @@
  * settle: every unsettled slot with a backend, of a VIP to settle, that `held` does not name
  * is settled: its top bit set with one 2-byte store. The caller serialises this with apply(),
  * and settles only VIPs whose rings no write changed since their scan.
+ *
+ * plant(table, v6, flow, backend, sets, cpus) -> None
+ *
+ *   table  one family's connection table, writable; `sets` sets per CPU, `cpus` slices
+ *   flow   the bytes of one struct flow_v4/_v6 (padding zero)
+ *
+ * Makes each CPU's slice remember flow -> backend as the data plane's fresh decision would
+ * (conntable.h's ct_decide: its own way, else an empty or the least recently used one, made
+ * the most recently used; a UDP way stamped now). Tests and benchmarks prime the table so.
+ *
+ * Which ways a settle counts, how it counts them, where a flow's set and ring slot are, and
+ * the table's clock are conntable.h's, the header the data plane includes too.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <linux/types.h>
 
@@ -55,6 +69,17 @@
 #endif
 #include "lb_structs.h"
 #include "flowhash.h"
+
+/* The connection table's clock (conntable.h): the data plane's bpf_ktime_get_coarse_ns(). */
+static inline __u64 ct_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec;
+}
+
+#include "conntable.h"
 
 /* Gets a view of a 1-D buffer of `size`-byte unsigned ints of format `fmt`; 0 on success. */
 static int get_view(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t size,
@@ -206,25 +231,25 @@ static void hold(struct settle_scan *sc, size_t row, uint32_t slot)
     sc->held[sc->held_n++] = ((uint64_t)row << 32) | slot;
 }
 
-/* Count a TCP way of the VIP in `row`: it holds its slot if it names another backend and has
- * been idle fewer than `limit` settles (then one more); agreeing, its count restarts. */
+/* Count a TCP way of the VIP in `row` (conntable.h's ct_settle_step): the slot it holds, if
+ * any, goes on the held list, and its new idle count is stored with a compare-and-swap (a
+ * zero the program stores meanwhile, on the flow's next packet, wins). */
 static void count_way(struct settle_scan *sc, long row, struct ct_state *st, uint32_t hash)
 {
     const struct settle_vip *v;
-    uint32_t slot = hash % sc->ring_size;
-    uint16_t idle = __atomic_load_n(&st->idle_settles, __ATOMIC_RELAXED);
+    uint32_t slot = ring_pos(hash, sc->ring_size);
+    uint16_t idle = __atomic_load_n(&st->idle_settles, __ATOMIC_RELAXED), next;
+    int agrees, holds;
 
     if (!(v = &sc->vips[row])->settle)
         return;
-    if ((sc->slots[v->vip_num * sc->stride + slot] & LB_SLOT_BACKEND) == st->backend) {
-        if (idle)
-            __atomic_compare_exchange_n(&st->idle_settles, &idle, 0, 0, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED);
-    } else if (idle < sc->limit) {
+    agrees = (sc->slots[v->vip_num * sc->stride + slot] & LB_SLOT_BACKEND) == st->backend;
+    next = ct_settle_step(idle, agrees, sc->limit, &holds);
+    if (holds)
         hold(sc, (size_t)row, slot);
-        __atomic_compare_exchange_n(&st->idle_settles, &idle, (uint16_t)(idle + 1), 0,
-                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-    }
+    if (next != idle)
+        __atomic_compare_exchange_n(&st->idle_settles, &idle, next, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
 }
 
 static void scan_v4(struct settle_scan *sc, struct ct_set_v4 *sets, size_t count)
@@ -236,7 +261,7 @@ static void scan_v4(struct settle_scan *sc, struct ct_set_v4 *sets, size_t count
                                       .proto = IPPROTO_TCP };
             long row;
 
-            if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
+            if (!ct_settle_counts(&e->state, e->flow.proto))
                 continue;
             row = pick_vip(sc, &key, &key.port);
             if (row >= 0)
@@ -253,7 +278,7 @@ static void scan_v6(struct settle_scan *sc, struct ct_set_v6 *sets, size_t count
             struct vip_key_v6 key = { .port = e->flow.dport, .proto = IPPROTO_TCP };
             long row;
 
-            if (!e->state.backend || e->flow.proto != IPPROTO_TCP)
+            if (!ct_settle_counts(&e->state, e->flow.proto))
                 continue;
             memcpy(key.addr, e->flow.dst, sizeof(key.addr));
             row = pick_vip(sc, &key, &key.port);
@@ -430,6 +455,58 @@ done:
     return PyLong_FromSize_t(settled);
 }
 
+static PyObject *ringio_plant(PyObject *self, PyObject *args)
+{
+    PyObject *o_table, *o_flow;
+    Py_buffer b_table = {0}, b_flow = {0};
+    int v6;
+    unsigned int backend, sets, cpus;
+    size_t set_size, flow_size;
+    const char *error = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OpOIII:plant", &o_table, &v6, &o_flow, &backend, &sets, &cpus))
+        return NULL;
+    if (PyObject_GetBuffer(o_table, &b_table, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(o_flow, &b_flow, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&b_table);
+        return NULL;
+    }
+    set_size = v6 ? sizeof(struct ct_set_v6) : sizeof(struct ct_set_v4);
+    flow_size = v6 ? sizeof(struct flow_v6) : sizeof(struct flow_v4);
+    if ((size_t)b_flow.len != flow_size)
+        error = "flow is not one struct flow_v4/_v6";
+    else if (!backend || backend > LB_SLOT_BACKEND)
+        error = "backend must be 1..32767";
+    else if (!sets || sets & (sets - 1))
+        error = "sets must be a power of two";
+    else if ((size_t)b_table.len < (size_t)sets * cpus * set_size)
+        error = "table is smaller than cpus * sets sets";
+    if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+    } else {
+        /* A copy: the flow is compared and stored as aligned u64 words, as in the program. */
+        union { struct flow_v4 v4; struct flow_v6 v6; } flow;
+        uint8_t proto;
+        uint32_t hash;
+
+        memcpy(&flow, b_flow.buf, flow_size);
+        proto = v6 ? flow.v6.proto : flow.v4.proto;
+        hash = v6 ? flow_hash_v6(&flow.v6, 0) : flow_hash_v4(&flow.v4, 0);
+        for (uint32_t cpu = 0; cpu < cpus; cpu++) {
+            void *set = (uint8_t *)b_table.buf + (size_t)ct_set_index(cpu, hash, sets) * set_size;
+
+            ct_decide(set, ct_find(set, &flow, v6), &flow, v6, backend, proto);
+        }
+    }
+    PyBuffer_Release(&b_flow);
+    PyBuffer_Release(&b_table);
+    if (error)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ringio_methods[] = {
     {"apply", ringio_apply, METH_VARARGS,
      "apply(ring, ids, dest) -> slots written\n\n"
@@ -443,13 +520,18 @@ static PyMethodDef ringio_methods[] = {
      "settle(held, vips, slots, stride, ring_size, left) -> slots settled\n\n"
      "Settle every unsettled slot of the VIPs to settle that `held` does not name;\n"
      "left[row]: the slots each keeps."},
+    {"plant", ringio_plant, METH_VARARGS,
+     "plant(table, v6, flow, backend, sets, cpus) -> None\n\n"
+     "Remember flow -> backend in its set of every CPU's slice, as the data plane's fresh\n"
+     "decision would."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef ringio_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "lb.xdp._ringio",
-    .m_doc = "Ring slot writes and settling in the mmapped rings map; use lb.xdp.maps.Dataplane.",
+    .m_doc = "Ring slot writes, settling and connection-table planting in the mmapped maps; "
+              "use lb.xdp.maps.Dataplane.",
     .m_size = 0,
     .m_methods = ringio_methods,
 };

@@ -4,9 +4,25 @@
  * that is not for a VIP passes to the kernel untouched.
  *
  * Every stage either returns a final verdict, counted in `counters` under a
- * reason, or lets the packet continue down the ladder. Malformed or unusual
- * packets to a VIP address are dropped with a reason; anything not addressed to
- * a VIP address is the kernel's business and is passed.
+ * reason, or lets the packet continue down the ladder (LB_CONTINUE). Malformed or
+ * unusual packets to a VIP address are dropped with a reason; anything not addressed
+ * to a VIP address is the kernel's business and is passed. The ladder, as a packet
+ * meets it (the functions are defined bottom-up, callees first):
+ *
+ *   xdp_balancer          Ethernet and one 802.1Q tag      pass: not_ip, l2_truncated
+ *   process_v4/v6         IP, pre-filter, ports, the VIP   pass: l3_malformed, not_vip, icmp;
+ *                         (unusual_v4/v6: the rare path)    drop: fragment, options, ...
+ *   pick_and_forward      the backend, in four stages:
+ *     pick_start            config, the flow's hashes       drop: internal
+ *     pick_by_settled_slot  a settled ring slot (TCP)       picked: ct_settled
+ *     pick_by_conn_table    the flow's way in its set       picked: ct_hit; drop: internal
+ *     pick_by_ring          a fresh decision, remembered    picked: ct_miss;
+ *                                                           drop: no_backend, internal
+ *     forward             encapsulate and send the pick    tx, redirect; drop: encap_failed
+ *       too_big           ICMP "too big" instead           icmp_too_big; drop: too_big, ...
+ *
+ * The connection table's rules live in conntable.h, shared with the control plane's
+ * settle (lb/xdp/_ringio.c).
  */
 #include <uapi/linux/bpf.h>
 #include <linux/in.h>
@@ -21,6 +37,14 @@
 #include "bench.h"
 #endif
 
+/* The connection table's clock (conntable.h): coarse monotonic ns. */
+static __always_inline __u64 ct_clock_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+#include "conntable.h"
+
 /* What the parse stages learn about a packet to a VIP. */
 struct packet {
 	__u32 frame_len;          /* bytes as received */
@@ -31,6 +55,22 @@ struct packet {
 	struct encap_info encap;
 };
 
+/* What the backend-picking stages learn about a packet to a VIP. */
+struct pick {
+	struct lb_config *cfg;
+	void *set;                /* the flow's connection-table set; NULL: not looked up */
+	__u32 ring_hash;          /* picks the ring slot */
+	__u32 set_hash;           /* picks the set: the full 5-tuple's hash */
+	__u32 slot;               /* the flow's ring slot (backend | LB_SLOT_SETTLED), read
+	                           * once; LB_RING_UNREAD before, LB_RING_MISSING if unreadable */
+	__u32 settled;            /* a sampled packet of a settled slot: its backend; else 0 */
+	int way;                  /* the flow's way in `set`, or -1 */
+	int table;                /* the VIP uses the connection table */
+	__u32 idx;                /* LB_PICKED: the backend's index */
+	struct backend *be;       /* LB_PICKED: the backend */
+};
+
+/* Pass to the kernel, counted under the pass total and `reason`. */
 static __always_inline int count_pass(struct lb_counters *cnt, int reason)
 {
 	cnt->n[CNT_PASS]++;
@@ -38,6 +78,7 @@ static __always_inline int count_pass(struct lb_counters *cnt, int reason)
 	return XDP_PASS;
 }
 
+/* Drop, counted under the drop total and `reason`. */
 static __always_inline int count_drop(struct lb_counters *cnt, int reason)
 {
 	cnt->n[CNT_DROP]++;
@@ -45,15 +86,16 @@ static __always_inline int count_drop(struct lb_counters *cnt, int reason)
 	return XDP_DROP;
 }
 
-/* A VIP's ring slot for this hash: backend index (0: none) | LB_SLOT_SETTLED if set. */
+/* A VIP's ring slot for this hash: backend index (0: none) | LB_SLOT_SETTLED if set;
+ * LB_RING_MISSING when the VIP's number has no ring. */
 static __always_inline __u32 ring_slot(__u32 vip_num, __u32 hash)
 {
-	__u32 slot = hash % LB_RING_SIZE;
+	__u32 slot = ring_pos(hash, LB_RING_SIZE);
 	__u32 key = vip_num * LB_RING_CELLS + slot / LB_RING_CELL_SLOTS;
 	struct ring_cell *cell = rings.lookup(&key);
 
 	if (!cell)
-		return 0;
+		return LB_RING_MISSING;
 	return cell->backend[slot % LB_RING_CELL_SLOTS];
 }
 
@@ -67,103 +109,17 @@ static __always_inline struct backend *usable_backend(__u32 idx)
 	return be;
 }
 
-/* A time stamp for UDP entries: coarse ns in units of 2^LB_CT_TIME_SHIFT ns. */
-static __always_inline __u32 ct_now(void)
-{
-	return (__u32)(bpf_ktime_get_coarse_ns() >> LB_CT_TIME_SHIFT);
-}
-
-/* The backend of a way found for this flow, if it is still good: backend slot valid, and
- * for UDP not idle longer than the timeout (then the way's time is refreshed). The way has
- * seen a packet: its idle settles start again from 0. */
+/* The backend of a way found for this flow, if it is still good (conntable.h's ct_touch,
+ * then a backend slot that can be sent to). */
 static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u8 proto,
 							const struct lb_config *cfg,
 							struct lb_counters *cnt)
 {
-	if (proto == IPPROTO_UDP) {
-		__u32 now = ct_now();
-
-		if (now - st->atime > (__u32)(cfg->udp_timeout_ns >> LB_CT_TIME_SHIFT)) {
-			cnt->n[CNT_CT_UDP_EXPIRED]++;
-			return NULL;
-		}
-		st->atime = now;
+	if (!ct_touch(st, proto, cfg->udp_timeout_ns)) {
+		cnt->n[CNT_CT_UDP_EXPIRED]++;
+		return NULL;
 	}
-	st->idle_settles = 0;
 	return usable_backend(st->backend);
-}
-
-/* Two IPv4 flows are the same (padding is always zero). */
-static __always_inline int flow_eq_v4(const struct flow_v4 *a, const struct flow_v4 *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-
-	return x[0] == y[0] && x[1] == y[1];
-}
-
-/* Two IPv6 flows are the same. */
-static __always_inline int flow_eq_v6(const struct flow_v6 *a, const struct flow_v6 *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
-}
-
-/* The way of a set (struct ct_set_v6 when `v6`, else ct_set_v4) holding `flow`, or -1. */
-static __always_inline int ct_find(void *set, const void *flow, int v6)
-{
-	if (v6) {
-		struct ct_set_v6 *s = set;
-
-		if (flow_eq_v6(&s->way[0].flow, flow))
-			return 0;
-		return flow_eq_v6(&s->way[1].flow, flow) ? 1 : -1;
-	}
-	struct ct_set_v4 *s = set;
-
-	if (flow_eq_v4(&s->way[0].flow, flow))
-		return 0;
-	return flow_eq_v4(&s->way[1].flow, flow) ? 1 : -1;
-}
-
-/* The state of way `way` (0 or 1) of a set. */
-static __always_inline struct ct_state *ct_way_state(void *set, int way, int v6)
-{
-	if (v6)
-		return &((struct ct_set_v6 *)set)->way[way & 1].state;
-	return &((struct ct_set_v4 *)set)->way[way & 1].state;
-}
-
-/* Where a set records its most recently used way. */
-static __always_inline __u32 *ct_mru(void *set, int v6)
-{
-	return v6 ? &((struct ct_set_v6 *)set)->mru : &((struct ct_set_v4 *)set)->mru;
-}
-
-/* The way a new flow takes: an empty one, else the least recently used. */
-static __always_inline int ct_victim(void *set, int v6)
-{
-	if (!ct_way_state(set, 0, v6)->backend)
-		return 0;
-	if (!ct_way_state(set, 1, v6)->backend)
-		return 1;
-	return !*ct_mru(set, v6);
-}
-
-/* Remember a fresh decision in way `way` of a set (UDP ways carry their time) and make it MRU. */
-static __always_inline void ct_fill(void *set, int way, const void *flow, int v6, __u32 idx,
-				    __u8 proto)
-{
-	struct ct_state *st = ct_way_state(set, way, v6);
-
-	if (v6)
-		((struct ct_set_v6 *)set)->way[way & 1].flow = *(const struct flow_v6 *)flow;
-	else
-		((struct ct_set_v4 *)set)->way[way & 1].flow = *(const struct flow_v4 *)flow;
-	st->backend = idx;
-	st->idle_settles = 0;
-	st->atime = proto == IPPROTO_UDP ? ct_now() : 0;
-	*ct_mru(set, v6) = way;
 }
 
 /* Count a packet sent to a VIP's backend. */
@@ -180,6 +136,134 @@ static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 id
 		bs->packets++;
 		bs->bytes += p->frame_len;
 	}
+}
+
+/* Pick stage 1: the config and the flow's hashes. The set's hash is the full 5-tuple's;
+ * the ring's drops the source port for F_VIP_HASH_NO_SRC_PORT VIPs. `flow` is a struct
+ * flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at each call site, so the
+ * family branches fold away when the stages are inlined. */
+static __always_inline int pick_start(struct pick *k, const void *flow, int v6,
+				      const struct vip_meta *vip, struct lb_counters *cnt)
+{
+	__u32 zero = 0;
+
+	k->cfg = lb_config.lookup(&zero);
+	if (!k->cfg)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	k->set = NULL;
+	k->slot = LB_RING_UNREAD;
+	k->settled = 0;
+	k->way = -1;
+	k->table = !(vip->flags & F_VIP_NO_CONN_TABLE);
+	if (!k->table) {
+		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+		return LB_CONTINUE;
+	}
+	k->ring_hash = k->set_hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
+	if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
+		k->ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
+	return LB_CONTINUE;
+}
+
+/* Pick stage 2: a non-SYN TCP packet whose ring slot is settled picks the slot's backend
+ * without reading the table (but for one in LB_CT_SAMPLE_MASK + 1, which goes on with
+ * k->settled set): settled means no live flow in the table names another backend for that
+ * slot, so the table would agree. On a busy host the table is far bigger than the caches,
+ * and its read is most of a packet's cost. */
+static __always_inline int pick_by_settled_slot(const struct packet *p, struct pick *k,
+						__u8 proto, const struct vip_meta *vip,
+						struct lb_counters *cnt)
+{
+	struct backend *be;
+	__u32 idx;
+
+	if (!k->table || proto != IPPROTO_TCP || p->is_syn)
+		return LB_CONTINUE;
+	k->slot = ring_slot(vip->vip_num, k->ring_hash);
+	if (!(k->slot & LB_SLOT_SETTLED))
+		return LB_CONTINUE;
+	idx = k->slot & LB_SLOT_BACKEND;
+	be = usable_backend(idx);
+	if (!be)
+		return LB_CONTINUE;
+	if (!ct_sample_due(cnt->n[CNT_CT_SETTLED] + cnt->n[CNT_CT_HIT] + cnt->n[CNT_CT_MISS])) {
+		cnt->n[CNT_CT_SETTLED]++;
+		k->idx = idx;
+		k->be = be;
+		return LB_PICKED;
+	}
+	k->settled = idx;
+	return LB_CONTINUE;
+}
+
+/* Pick stage 3: the connection table, this CPU's slice of ct_v4/ct_v6 (plain arrays: one
+ * inlined address computation, no per-CPU pointer to load first). A way holding the flow
+ * that may answer it (conntable.h) and whose backend is still good is picked (a hit). */
+static __always_inline int pick_by_conn_table(const struct packet *p, struct pick *k,
+					      const void *flow, int v6, __u8 proto,
+					      struct lb_counters *cnt)
+{
+	struct ct_state *st;
+	struct backend *be;
+	__u32 set_num;
+
+	if (!k->table)
+		return LB_CONTINUE;
+	set_num = ct_set_index(bpf_get_smp_processor_id(), k->set_hash, LB_CT_SETS);
+	k->set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
+	if (!k->set)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	k->way = ct_find(k->set, flow, v6);
+	if (k->way < 0)
+		return LB_CONTINUE;
+	st = ct_way_state(k->set, k->way, v6);
+	if (!ct_way_may_answer(st, p->is_syn, k->settled))
+		return LB_CONTINUE;
+	be = ct_state_backend(st, proto, k->cfg, cnt);
+	if (!be)
+		return LB_CONTINUE;
+	cnt->n[CNT_CT_HIT]++;
+	*ct_mru(k->set, v6) = k->way;
+	k->idx = st->backend;
+	k->be = be;
+	return LB_PICKED;
+}
+
+/* Why the backend of ring slot `slot` (looked up: `be`, NULL if past the map) cannot be
+ * sent to: the VIP has none there (an empty slot, or a disabled backend: it keeps its
+ * address), or the maps disagree (no ring, an index past the backends map, or a slot
+ * naming an empty backend slot). */
+static __always_inline int drop_unusable(__u32 slot, const struct backend *be,
+					 struct lb_counters *cnt)
+{
+	if (slot == LB_RING_MISSING || !be)
+		return count_drop(cnt, CNT_DROP_INTERNAL);
+	if (!(slot & LB_SLOT_BACKEND) || be->addr[0] | be->addr[1] | be->addr[2] | be->addr[3])
+		return count_drop(cnt, CNT_DROP_NO_BACKEND);
+	return count_drop(cnt, CNT_DROP_INTERNAL);
+}
+
+/* Pick stage 4: a fresh decision by the ring slot (read now unless stage 2 did), remembered
+ * in the flow's way of the table when the VIP uses it (conntable.h's ct_decide). */
+static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6, __u8 proto,
+					const struct vip_meta *vip, struct lb_counters *cnt)
+{
+	struct backend *be;
+	__u32 idx;
+
+	if (k->slot == LB_RING_UNREAD)
+		k->slot = ring_slot(vip->vip_num, k->ring_hash);
+	idx = k->slot & LB_SLOT_BACKEND;
+	be = backends.lookup(&idx);
+	if (!be || !(be->flags & F_BACKEND_VALID))
+		return drop_unusable(k->slot, be, cnt);
+	if (k->set) {
+		cnt->n[CNT_CT_MISS]++;
+		ct_decide(k->set, k->way, flow, v6, idx, proto);
+	}
+	k->idx = idx;
+	k->be = be;
+	return LB_PICKED;
 }
 
 /* Whether this CPU may send one more ICMP reply now (GCRA: LB_ICMP_RATE per second,
@@ -264,88 +348,27 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 	return XDP_TX;
 }
 
-/* Pick the backend of a flow: connection table, else the ring (then remember it).
- * `flow` is a struct flow_v6 when `v6`, else a struct flow_v4; `v6` is a constant at
- * each call site, so the family branches fold away when this is inlined.
- *
- * The table is this CPU's slice of ct_v4/ct_v6 (plain arrays: one inlined address
- * computation, no per-CPU pointer to load first): set = hash of the full 5-tuple &
- * (LB_CT_SETS - 1), two ways compared on the full flow, LRU within the set. A TCP SYN, an
- * expired UDP way or a way whose backend slot is gone takes a fresh decision that
- * overwrites the flow's own way.
- *
- * A non-SYN TCP packet whose ring slot is settled goes to the slot's backend without
- * reading the table (but for one in LB_CT_SAMPLE_MASK + 1): settled means no live flow in
- * the table names another backend for that slot, so the table would agree. On a busy host
- * the table is far bigger than the caches, and its read is most of a packet's cost. A
- * sampled packet whose way names another backend than its settled slot follows the slot. */
+/* Pick the backend of a flow and send the packet there: the pick stages in order, each
+ * returning a verdict (a drop, counted), LB_CONTINUE (ask the next stage) or LB_PICKED
+ * (k.idx and k.be hold the backend; counted as ct_settled, ct_hit or ct_miss), then one
+ * forward for every pick. The table's rules (ways, hits, sampling, time) are conntable.h's. */
 static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p, void *flow,
 					    int v6, __u8 proto, const struct vip_meta *vip,
 					    struct lb_counters *cnt)
 {
-	__u32 zero = 0;
-	struct lb_config *cfg = lb_config.lookup(&zero);
-	struct backend *be;
-	void *set = NULL;
-	__u32 ring_hash, set_hash, set_num, idx;
-	__u32 settled = 0;  /* a sampled packet's settled slot: its backend */
-	int way = -1;
+	struct pick k;
+	int verdict;
 
-	if (!cfg)
-		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (vip->flags & F_VIP_NO_CONN_TABLE) {
-		ring_hash = v6 ? flow_hash_v6(flow, vip->flags) : flow_hash_v4(flow, vip->flags);
-	} else {
-		/* The set's hash is the full 5-tuple's; the ring's drops the source port for
-		 * F_VIP_HASH_NO_SRC_PORT VIPs. */
-		ring_hash = set_hash = v6 ? flow_hash_v6(flow, 0) : flow_hash_v4(flow, 0);
-		if (vip->flags & F_VIP_HASH_NO_SRC_PORT)
-			ring_hash = v6 ? flow_hash_v6(flow, vip->flags) :
-					 flow_hash_v4(flow, vip->flags);
-		if (proto == IPPROTO_TCP && !p->is_syn) {
-			idx = ring_slot(vip->vip_num, ring_hash);
-			if (idx & LB_SLOT_SETTLED) {
-				idx &= LB_SLOT_BACKEND;
-				be = usable_backend(idx);
-				/* The sample tick: every table-using packet moves one of these. */
-				if (be && ((cnt->n[CNT_CT_SETTLED] + cnt->n[CNT_CT_HIT] +
-					    cnt->n[CNT_CT_MISS]) & LB_CT_SAMPLE_MASK) !=
-					  LB_CT_SAMPLE_MASK) {
-					cnt->n[CNT_CT_SETTLED]++;
-					return forward(ctx, p, vip, idx, be, cfg, cnt);
-				}
-				if (be)
-					settled = idx;
-			}
-		}
-		set_num = bpf_get_smp_processor_id() * LB_CT_SETS + (set_hash & (LB_CT_SETS - 1));
-		set = v6 ? (void *)ct_v6.lookup(&set_num) : (void *)ct_v4.lookup(&set_num);
-		if (!set)
-			return count_drop(cnt, CNT_DROP_NO_BACKEND);
-		way = ct_find(set, flow, v6);
-		/* On a settled slot the slot is right: a way naming another backend is a flow
-		 * that went idle past the limit and follows the slot now; rewrite it. */
-		if (way >= 0 && !p->is_syn &&
-		    !(settled && ct_way_state(set, way, v6)->backend != settled)) {
-			struct ct_state *st = ct_way_state(set, way, v6);
-
-			be = ct_state_backend(st, proto, cfg, cnt);
-			if (be) {
-				cnt->n[CNT_CT_HIT]++;
-				*ct_mru(set, v6) = way;
-				return forward(ctx, p, vip, st->backend, be, cfg, cnt);
-			}
-		}
-	}
-	idx = ring_slot(vip->vip_num, ring_hash) & LB_SLOT_BACKEND;
-	be = usable_backend(idx);
-	if (!be)
-		return count_drop(cnt, CNT_DROP_NO_BACKEND);
-	if (set) {
-		cnt->n[CNT_CT_MISS]++;
-		ct_fill(set, way >= 0 ? way : ct_victim(set, v6), flow, v6, idx, proto);
-	}
-	return forward(ctx, p, vip, idx, be, cfg, cnt);
+	verdict = pick_start(&k, flow, v6, vip, cnt);
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_settled_slot(p, &k, proto, vip, cnt);
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_conn_table(p, &k, flow, v6, proto, cnt);
+	if (verdict == LB_CONTINUE)
+		verdict = pick_by_ring(&k, flow, v6, proto, vip, cnt);
+	if (verdict != LB_PICKED)
+		return verdict;
+	return forward(ctx, p, vip, k.idx, k.be, k.cfg, cnt);
 }
 
 /* The VIP of (address, port, protocol) through the IPv4 VIP index; vips_v4 is asked

@@ -46,6 +46,7 @@ class Counter(enum.IntEnum):
     ICMP_TOO_BIG = 21
     DROP_ICMP_RATE_LIMITED = 22
     CT_SETTLED = 23
+    DROP_INTERNAL = 24
 
 
 COUNTER_SLOTS = len(Counter)

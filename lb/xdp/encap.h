@@ -12,10 +12,6 @@
 #include "lb_structs.h"
 #include "parsing.h"
 
-/* IP protocol numbers of an inner IPv4 / IPv6 packet (IP-in-IP, RFC 2003 / RFC 2473). */
-#define LB_IPPROTO_IPIP 4
-#define LB_IPPROTO_IPV6 41
-
 /* One's-complement fold of a 32-bit sum of 16-bit words, complemented: the checksum. */
 static __always_inline __u16 csum_fold32(__u32 sum)
 {

@@ -4,18 +4,22 @@
 #pragma once
 #include "lb_consts.h"
 
-#define LB_ROL32(w, s) (((w) << (s)) | ((w) >> (32 - (s))))
+/* A 32-bit word rotated left by `s` bits (1..31). */
+static __always_inline __u32 lb_rol32(__u32 w, int s)
+{
+	return (w << s) | (w >> (32 - s));
+}
 
 /* Bob Jenkins' lookup3 final mix of three words. */
 static __always_inline __u32 lb_hash_final(__u32 a, __u32 b, __u32 c)
 {
-	c ^= b; c -= LB_ROL32(b, 14);
-	a ^= c; a -= LB_ROL32(c, 11);
-	b ^= a; b -= LB_ROL32(a, 25);
-	c ^= b; c -= LB_ROL32(b, 16);
-	a ^= c; a -= LB_ROL32(c, 4);
-	b ^= a; b -= LB_ROL32(a, 14);
-	c ^= b; c -= LB_ROL32(b, 24);
+	c ^= b; c -= lb_rol32(b, 14);
+	a ^= c; a -= lb_rol32(c, 11);
+	b ^= a; b -= lb_rol32(a, 25);
+	c ^= b; c -= lb_rol32(b, 16);
+	a ^= c; a -= lb_rol32(c, 4);
+	b ^= a; b -= lb_rol32(a, 14);
+	c ^= b; c -= lb_rol32(b, 24);
 	return c;
 }
 
@@ -71,7 +75,7 @@ static __always_inline __u32 encap_src_bits(__u32 src_folded, __be16 sport)
  * different places of two addresses do not cancel out). */
 static __always_inline __u32 vip_addr_word_v6(const __be32 *w)
 {
-	return w[0] ^ LB_ROL32(w[1], 8) ^ LB_ROL32(w[2], 16) ^ LB_ROL32(w[3], 24);
+	return w[0] ^ lb_rol32(w[1], 8) ^ lb_rol32(w[2], 16) ^ lb_rol32(w[3], 24);
 }
 
 /* A VIP key's slot in its family's VIP index: multiplicative hashing, top bits.

@@ -20,19 +20,6 @@
 #include "encap.h"
 #include "parsing.h"
 
-/* Bytes of an IPv4 packet quoted: its header (never with options here) and 8 more. */
-#define LB_ICMP_QUOTE_V4 28
-/* Bytes of an IPv6 packet quoted: what keeps the reply (40 + 8 + quote) within 1280 bytes. */
-#define LB_ICMP_QUOTE_V6 1232
-/* The least MTU an IPv6 "packet too big" may name (RFC 8201: smaller values are ignored). */
-#define LB_IPV6_MIN_MTU 1280
-/* Hop limit / TTL of the replies. */
-#define LB_ICMP_TTL 64
-/* ICMPv6 "packet too big" type (RFC 4443). */
-#define LB_ICMPV6_PKT_TOOBIG 2
-/* Return of the builders: the kernel refused to resize the frame (the caller drops it). */
-#define LB_ICMP_RESIZE_FAILED -2
-
 /* Whether an IPv4 source may be sent an ICMP error (RFC 1122 3.2.2: not 0/8, 127/8,
  * multicast or class E, which includes the limited broadcast). */
 static __always_inline int icmp_unicast_v4(__be32 addr)

@@ -1,8 +1,11 @@
-/* lb_consts.h - every define of the data plane: sizes, flags, counter slots.
+/* lb_consts.h - every define of the data plane: sizes, protocol numbers, flags, counter
+ * slots, and the assertions that hold the fixed ones fixed.
  *
  * Sizes are #ifndef defaults; the loader passes every one of them with -D from
  * lb.xdp.config.Sizes, the single source of truth. Flag and counter values are
  * mirrored by lb.xdp.consts, and a test parses this file to keep both equal.
+ * (bench.h, the benchmark-only prologue, keeps its own define, struct and map:
+ * bench/floors.c includes it alone.)
  */
 #pragma once
 
@@ -27,11 +30,21 @@
 #define LB_RING_CELL_SLOTS 4
 #endif
 
+/* The kernel pads array values to 8 bytes, and the control plane reads the mmapped rings as
+ * one run of u16 slots (lb.xdp.maps): a cell must be a whole number of 8-byte words, so
+ * LB_RING_CELL_SLOTS works at any multiple of 4. */
+_Static_assert(LB_RING_CELL_SLOTS % 4 == 0 && LB_RING_CELL_SLOTS > 0,
+	       "a ring cell must be a whole number of 8-byte words (slots are u16)");
+
 /* Array elements one VIP's ring occupies. */
 #define LB_RING_CELLS ((LB_RING_SIZE + LB_RING_CELL_SLOTS - 1) / LB_RING_CELL_SLOTS)
 
 /* The bits of a ring slot that hold its backend index. */
 #define LB_SLOT_BACKEND 0x7fff
+
+/* A ring slot holds the backend index in 15 bits (the 16th is LB_SLOT_SETTLED). */
+_Static_assert(LB_MAX_BACKENDS >= 2 && LB_MAX_BACKENDS <= LB_SLOT_BACKEND + 1,
+	       "backend indexes must fit a ring slot's LB_SLOT_BACKEND bits");
 
 /* Ring slot bit: the slot is settled, no live flow in the connection table names another
  * backend for it, so non-SYN TCP packets of the slot skip the table. The control plane sets
@@ -43,6 +56,16 @@
  * mid-stream. */
 #define LB_CT_SAMPLE_MASK 15
 
+/* The sample tick is masked: one in a power of two. */
+_Static_assert((LB_CT_SAMPLE_MASK & (LB_CT_SAMPLE_MASK + 1)) == 0,
+	       "LB_CT_SAMPLE_MASK must be a power of two minus one");
+
+/* The flow's ring slot before the pipeline read it (a slot itself is a u16). */
+#define LB_RING_UNREAD 0x10000
+
+/* The flow's ring slot could not be read (the VIP's number is outside the rings map). */
+#define LB_RING_MISSING 0x20000
+
 /* Connection-table entries per CPU per address family: a power of two (sets of LB_CT_WAYS). */
 #ifndef LB_CT_SIZE
 #define LB_CT_SIZE 262144
@@ -50,6 +73,14 @@
 
 /* Ways per connection-table set: a new flow evicts the least recently used of them. */
 #define LB_CT_WAYS 2
+
+/* Fixed: a set's MRU word names one of two ways (conntable.h takes "the other" as the LRU),
+ * and two IPv4 ways with the MRU word fill one 64-byte cache line (lb_structs.h). */
+_Static_assert(LB_CT_WAYS == 2, "conntable.h's LRU is the way that is not the MRU one");
+
+/* A flow's set is its hash masked by LB_CT_SETS - 1. */
+_Static_assert(LB_CT_SIZE >= 2 * LB_CT_WAYS && (LB_CT_SIZE & (LB_CT_SIZE - 1)) == 0,
+	       "LB_CT_SIZE must be a power of two");
 
 /* Sets per CPU per family; a flow's set is its 5-tuple hash masked by LB_CT_SETS - 1. */
 #define LB_CT_SETS (LB_CT_SIZE / LB_CT_WAYS)
@@ -84,6 +115,18 @@
 #define LB_HASH_SEED 0x5eed1b01
 #endif
 
+/* IPv4 "don't fragment" flag, as it sits in frag_off. */
+#define LB_IP_DF 0x4000
+/* IPv4 "more fragments" flag, as it sits in frag_off. */
+#define LB_IP_MF 0x2000
+/* IPv4 fragment offset, as it sits in frag_off. */
+#define LB_IP_OFFSET 0x1fff
+
+/* IP protocol number of an inner IPv4 packet (IP-in-IP, RFC 2003). */
+#define LB_IPPROTO_IPIP 4
+/* IP protocol number of an inner IPv6 packet (RFC 2473). */
+#define LB_IPPROTO_IPV6 41
+
 /* ICMP "too big" replies each CPU may send per second (RFC 4443 2.4(f) rate limit). */
 #define LB_ICMP_RATE 1000
 /* Replies each CPU may send back to back before LB_ICMP_RATE applies. */
@@ -93,6 +136,25 @@
 #define LB_ENCAP_V4_LEN 20
 /* Bytes an IPv6 outer header adds. */
 #define LB_ENCAP_V6_LEN 40
+
+/* Bytes of an IPv4 packet an ICMP error quotes: its header (never with options here) and 8 more. */
+#define LB_ICMP_QUOTE_V4 28
+/* Bytes of an IPv6 packet quoted: what keeps the reply (40 + 8 + quote) within 1280 bytes. */
+#define LB_ICMP_QUOTE_V6 1232
+/* The least MTU an IPv6 "packet too big" may name (RFC 8201: smaller values are ignored). */
+#define LB_IPV6_MIN_MTU 1280
+/* Hop limit / TTL of the ICMP replies. */
+#define LB_ICMP_TTL 64
+/* ICMPv6 "packet too big" type (RFC 4443). */
+#define LB_ICMPV6_PKT_TOOBIG 2
+/* Return of icmp.h's builders: the kernel refused to resize the frame (the caller drops it). */
+#define LB_ICMP_RESIZE_FAILED -2
+
+/* A pipeline stage's answer when it has no verdict: the packet goes on down the ladder
+ * (every XDP_* verdict is >= 0). */
+#define LB_CONTINUE -1
+/* A pick stage's answer when it chose the packet's backend: forward it there. */
+#define LB_PICKED -2
 
 /* VIP flag: hash the flow without its source port (Katran's F_HASH_NO_SRC_PORT). */
 #define F_VIP_HASH_NO_SRC_PORT (1 << 0)
@@ -142,7 +204,8 @@
 #define CNT_DROP_BAD_LENGTH 16
 /* Drop: TTL / hop limit 0, to a VIP address. */
 #define CNT_DROP_TTL_EXPIRED 17
-/* Drop: the VIP's ring names no usable backend (no backends configured). */
+/* Drop: the VIP's ring slot names no usable backend (no backends configured, or the one it
+ * names is disabled). */
 #define CNT_DROP_NO_BACKEND 18
 /* Drop: larger than the MTU once encapsulated, and due no ICMP reply (IPv4 without DF, a
  * source that must not get ICMP errors, an IPv6 MTU under 1280). */
@@ -156,5 +219,9 @@
 #define CNT_DROP_ICMP_RATE_LIMITED 22
 /* Non-SYN TCP packets sent by a settled ring slot without reading the connection table. */
 #define CNT_CT_SETTLED 23
+/* Drop: the maps disagree with each other (config entry, ring cell or connection-table set
+ * missing; a ring slot naming a backend index past the backends map or an empty backend
+ * slot): a bug or a half-written state, never a VIP without backends. */
+#define CNT_DROP_INTERNAL 24
 /* Number of counter slots. */
-#define CNT_MAX 24
+#define CNT_MAX 25

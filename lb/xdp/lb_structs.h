@@ -104,6 +104,9 @@ struct ct_set_v4 {
 	__u32 pad0[3];
 };
 
+/* A packet of an IPv4 flow reads one cache line of the table. */
+_Static_assert(sizeof(struct ct_set_v4) == 64, "an IPv4 set is one 64-byte cache line");
+
 /* An IPv6 connection-table way. */
 struct ct_entry_v6 {
 	struct flow_v6 flow;

@@ -23,13 +23,6 @@ struct vlan_tag {
 	__be16 inner_proto;
 };
 
-/* IPv4 "don't fragment" flag, as it sits in frag_off. */
-#define LB_IP_DF 0x4000
-/* IPv4 "more fragments" flag, as it sits in frag_off. */
-#define LB_IP_MF 0x2000
-/* IPv4 fragment offset, as it sits in frag_off. */
-#define LB_IP_OFFSET 0x1fff
-
 static __always_inline int parse_ethhdr(struct cursor *c, struct ethhdr **hdr)
 {
 	struct ethhdr *eth = c->pos;

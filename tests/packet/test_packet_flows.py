@@ -1,5 +1,6 @@
 """Packet sequences: what the connection table remembers, ring changes, UDP expiry, VIP flags,
-port 0, empty VIPs, and the Python hash mirror against the program over many flows.
+port 0, empty VIPs, rings the backends map cannot answer (drop_internal), and the Python hash
+mirror against the program over many flows.
 
 Each test starts from empty tables and zero counters (the `rig` fixture) and restores
 any VIP or config it changes, through the same Balancer the session configured.
@@ -7,12 +8,14 @@ any VIP or config it changes, through the same Balancer the session configured.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ipaddress
 import random
 import time
 
 import pytest
+from conftest import SIZES
 from packet_frames import eth, tcp, udp, v4, v6
 
 pytestmark = pytest.mark.root
@@ -214,3 +217,65 @@ def test_vip_without_backends_drops(rig) -> None:
     finally:
         rig.balancer.add_backend(key, address)
     forwarded(rig, frame, "v4all", title="backend back")
+
+
+def test_a_vip_whose_backend_is_disabled_says_no_backend(rig) -> None:
+    """A disabled backend keeps its slot (and its ring slots): the VIP has no usable backend
+    there, which is drop_no_backend, not an internal fault."""
+    frame = bytes(eth() / v4("10.0.0.2") / tcp(22))
+    address = ip("10.1.0.4")  # v4all's one backend
+    assert rig.balancer.set_backend_enabled(address, False)
+    try:
+        result = send(rig, frame, "DROP", "VIP whose backend is disabled")
+        with rig.explaining("VIP whose backend is disabled", frame, result):
+            assert rig.counters() == {"drop": 1, "drop_no_backend": 1}
+            assert result.frame == frame
+            assert rig.conn_entries() == {}
+    finally:
+        rig.balancer.set_backend_enabled(address, True)
+    forwarded(rig, frame, "v4all", title="backend enabled again")
+
+
+@contextlib.contextmanager
+def ring_naming(rig, vip: str, index: int):
+    """Make every slot of a VIP's ring name backend `index` (whatever the backends map
+    holds there), and put the ring back after."""
+    num = rig.vip_num(vip)
+    saved = rig.dp.read_ring(num)
+    rig.dp.write_ring(num, array.array("I", bytes(4 * SIZES.ring_size)),
+                      ids=array.array("H", [index]))
+    try:
+        yield
+    finally:
+        rig.dp.write_ring(num, saved)
+
+
+# A ring slot the backends map cannot answer: the maps disagree, whatever the VIP has.
+INTERNAL = {
+    "index past the backends map": SIZES.max_backends + 5,
+    "empty backend slot": SIZES.max_backends - 1,
+}
+
+
+@pytest.mark.parametrize("case", INTERNAL)
+@pytest.mark.parametrize("vip, frame", [
+    ("v4tcp", lambda: bytes(eth() / v4() / tcp())),
+    ("v6udp", lambda: bytes(eth() / v6() / udp())),
+    ("v4noct", lambda: bytes(eth() / v4("10.0.0.4") / udp())),
+], ids=["v4tcp", "v6udp", "v4noct"])
+def test_a_ring_naming_a_backend_the_map_lacks_is_an_internal_drop(rig, case, vip, frame) -> None:
+    """The operator is told drop_internal, never drop_no_backend, for a VIP that has
+    backends but whose ring names a slot the backends map does not hold."""
+    index = INTERNAL[case]
+    assert index not in set(rig.dp.read_ring(rig.vip_num(vip)))
+    if index < SIZES.max_backends:
+        assert rig.dp.backend_slot(index) == (None, False), "the slot is empty"
+    packet = frame()
+    with ring_naming(rig, vip, index):
+        result = send(rig, packet, "DROP", f"{vip}: ring names {case}")
+        with rig.explaining(f"{vip}: ring names {case}", packet, result):
+            assert rig.counters() == {"drop": 1, "drop_internal": 1}
+            assert result.frame == packet
+            assert rig.conn_entries() == {}
+            assert rig.stats_totals() == ((0, 0), (0, 0))
+    forwarded(rig, packet, vip, title="the ring put back")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,37 @@ def test_conn_table_and_vip_index_geometry() -> None:
     assert ctypes.sizeof(CtSetV6) % 8 == 0
     assert Sizes(conn_table_size=4096).conn_table_sets == 2048
     assert Sizes(max_vips=512).vip_index_bits == 12 and Sizes(max_vips=8).vip_index_bits == 6
+
+
+# The data plane's other sources: they use lb_consts.h's defines and lb_maps.h's maps, and
+# declare none of their own (bench.h, the benchmark prologue bench/floors.c includes alone,
+# keeps its own; _ringio.c is the control plane's extension).
+OTHERS = sorted(p for p in XDP.glob("*.[ch]")
+                if p.name not in ("lb_consts.h", "lb_maps.h", "bench.h", "_ringio.c"))
+
+
+@pytest.mark.parametrize("source", OTHERS, ids=lambda p: p.name)
+def test_defines_and_maps_live_in_their_own_headers(source: Path) -> None:
+    stray = [line for line in source.read_text().splitlines()
+             if re.match(r"\s*#\s*define\b|(?:LB_MAP\w*|BPF_\w+)\(", line)]
+    assert not stray, f"{source.name} declares its own:\n  " + "\n  ".join(stray)
+
+
+@pytest.mark.parametrize("flag, why", [
+    ("-DLB_RING_CELL_SLOTS=6", "whole number of 8-byte words"),
+    ("-DLB_CT_SIZE=1000", "power of two"),
+    ("-DLB_MAX_BACKENDS=40000", "LB_SLOT_BACKEND"),
+])
+def test_sizes_assumed_fixed_refuse_other_values(tmp_path: Path, flag: str, why: str) -> None:
+    """The header's _Static_asserts stop a build whose sizes the code cannot work with."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = tmp_path / "probe.c"
+    src.write_text('#include <linux/types.h>\n#include "lb_consts.h"\n')
+    ok = subprocess.run([cc, "-fsyntax-only", f"-I{XDP}", "-DLB_CT_CPUS=1", str(src)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([cc, "-fsyntax-only", f"-I{XDP}", "-DLB_CT_CPUS=1", flag, str(src)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and why in bad.stderr, bad.stderr

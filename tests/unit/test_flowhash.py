@@ -2,19 +2,23 @@
 
 That the mirror is bit-exact with the C is shown by the packet tests, which predict
 the program's backend, outer source, connection-table set and VIP index slot for many
-flows and keys with it; here: that it behaves like a hash should, whatever the C does.
+flows and keys with it; here: that it behaves like a hash should, whatever the C does, and
+that _ringio.plant (conntable.h's rules) places flows in the sets it names.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import random
+import socket
+import time
 from collections import Counter
 
 import pytest
 
 from lb.xdp.config import Sizes
-from lb.xdp.consts import VipFlag
+from lb.xdp.consts import CT_TIME_SHIFT, VipFlag
 from lb.xdp.flowhash import (
     conn_table_set,
     encap_src_bits,
@@ -30,6 +34,8 @@ from lb.xdp.flowhash import (
 ip = ipaddress.ip_address
 TCP, UDP = 6, 17
 RNG = random.Random(1)
+# CLOCK_MONOTONIC_COARSE (Linux; Python names it on some builds only): the table's clock.
+CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 
 
 def random_v4() -> ipaddress.IPv4Address:
@@ -199,3 +205,73 @@ def test_conn_table_set_ignores_the_vip_flags_and_stays_in_range() -> None:
     src, dst, sport, dport, proto = FLOWS[0]
     assert conn_table_set(src, dst, sport, dport, proto, sets) == \
         flow_hash(src, dst, sport, dport, proto) & (sets - 1)
+
+
+def _flow_bytes(src, dst, sport: int, dport: int, proto: int) -> bytes:
+    from lb.xdp.structs import FlowV4
+
+    return bytes(FlowV4(src=words(src)[0], dst=words(dst)[0], sport=socket.htons(sport),
+                        dport=socket.htons(dport), proto=proto))
+
+
+def test_plant_follows_the_tables_rules_in_the_mirrors_set() -> None:
+    """_ringio.plant (conntable.h's rules, the program's own) puts a flow in the set the
+    mirror names on every CPU: its own way again, else an empty one, else the LRU one; the
+    planted way is the MRU one; a UDP way is stamped with the table's clock, a TCP way 0."""
+    from lb.xdp import _ringio
+    from lb.xdp.structs import CtSetV4
+
+    sets, cpus = 16, 2
+    table = bytearray(ctypes.sizeof(CtSetV4) * sets * cpus)
+    src, dst = ip("192.0.2.1"), ip("10.0.0.1")
+    by_set: dict[int, list[int]] = {}
+    for sport in range(40000, 41000):
+        by_set.setdefault(conn_table_set(src, dst, sport, 80, TCP, sets), []).append(sport)
+    s, (a, b, c, *_) = next((s, p) for s, p in by_set.items() if len(p) >= 3)
+
+    def plant(sport: int, backend: int, proto: int = TCP) -> None:
+        _ringio.plant(table, False, _flow_bytes(src, dst, sport, 80, proto), backend, sets,
+                      cpus)
+
+    def ways(cpu: int) -> tuple[dict[int, int], int]:
+        st = CtSetV4.from_buffer_copy(table, (cpu * sets + s) * ctypes.sizeof(CtSetV4))
+        return ({socket.ntohs(w.flow.sport): w.state.backend for w in st.way
+                 if w.state.backend}, socket.ntohs(st.way[st.mru].flow.sport))
+
+    plant(a, 1)
+    plant(b, 2)
+    plant(a, 3)  # its own way again, now the MRU one
+    assert all(ways(cpu) == ({a: 3, b: 2}, a) for cpu in range(cpus))
+    plant(c, 4)  # evicts b, the least recently used
+    assert all(ways(cpu) == ({a: 3, c: 4}, c) for cpu in range(cpus))
+    assert sum(1 for i in range(sets * cpus)
+               if any(CtSetV4.from_buffer_copy(table, i * ctypes.sizeof(CtSetV4)).way[w]
+                      .state.backend for w in range(2))) == cpus  # one set per CPU
+
+    udp = bytearray(ctypes.sizeof(CtSetV4) * sets)
+    flow = _flow_bytes(src, dst, a, 53, UDP)
+    before = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT
+    _ringio.plant(udp, False, flow, 5, sets, 1)
+    after = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> CT_TIME_SHIFT
+    at = conn_table_set(src, dst, a, 53, UDP, sets) * ctypes.sizeof(CtSetV4)
+    st = CtSetV4.from_buffer_copy(udp, at)
+    way = st.way[st.mru]
+    assert bytes(way.flow) == flow and way.state.backend == 5
+    assert before <= way.state.atime <= after
+    assert all(w.state.atime == 0 for w in CtSetV4.from_buffer_copy(table, 0).way)
+
+
+@pytest.mark.parametrize("args, error", [
+    ((b"short", 1, 16, 1), "struct flow"),
+    ((None, 0, 16, 1), "backend"),
+    ((None, 1, 12, 1), "power of two"),
+    ((None, 1, 16, 4), "smaller"),
+])
+def test_plant_refuses_what_it_cannot_place(args, error: str) -> None:
+    from lb.xdp import _ringio
+    from lb.xdp.structs import CtSetV4
+
+    flow, backend, sets, cpus = args
+    flow = flow or _flow_bytes(ip("192.0.2.1"), ip("10.0.0.1"), 1, 80, TCP)
+    with pytest.raises(ValueError, match=error):
+        _ringio.plant(bytearray(ctypes.sizeof(CtSetV4) * 16), False, flow, backend, sets, cpus)
