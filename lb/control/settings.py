@@ -40,6 +40,12 @@ class Settings(BaseSettings):
                                      "frames; default: the default route's gateway's MAC")
     egress_interface: str | None = Field(None, description="two-arm: send encapsulated "
                                          "frames out of this interface (XDP_REDIRECT)")
+    replace_foreign: bool = Field(False, description="take the interface over even when "
+                                  "it has an XDP program that is not lb's (default: refuse "
+                                  "and leave it attached)")
+    chain_slot: int | None = Field(None, ge=0, lt=8, description="share the interface: "
+                                   "attach the chain's root and run the balancer in this "
+                                   "slot, after the programs of lower slots (lb/xdp/chain.h)")
     mtu: int | None = Field(None, description="L3 MTU toward backends; default: the "
                             "egress interface's MTU")
     ttl: int = 64
