@@ -1,8 +1,11 @@
-"""Lab helpers for sharing an interface: the example firewall (firewall.c) for a chain slot."""
+"""Lab helpers for sharing an interface: the example firewall (firewall.c) for a chain slot,
+and other projects' compiled XDP objects (xdp-tools' xdp-filter) loaded through libbpf."""
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -20,3 +23,48 @@ def load_firewall(pin_dir: Path, blocked: ipaddress.IPv4Address) -> tuple[Any, i
     return loader.load_function(FIREWALL_SOURCE, FIREWALL_NAME,
                                 [f'-DLB_CHAIN_PIN="{chain.pin_path(pin_dir)}"',
                                  f"-DBLOCKED_SRC={as_be32:#x}"])
+
+
+class ElfProgram:
+    """An XDP program from a compiled ELF object (clang -target bpf, e.g. xdp-tools'
+    xdp-filter objects), loaded through libbpf (ctypes): `fd` of its first program until
+    `close()`. Its maps are the object's own (created, not pinned, unless it pins them)."""
+
+    def __init__(self, path: Path) -> None:
+        lib = _libbpf()
+        self._lib = lib
+        self._obj = lib.bpf_object__open_file(str(path).encode(), None)
+        if not self._obj:
+            raise OSError(ctypes.get_errno(), f"bpf_object__open_file {path}")
+        err = lib.bpf_object__load(self._obj)
+        if err:
+            self.close()
+            raise OSError(-err, f"bpf_object__load {path}: {os.strerror(-err)}")
+        prog = lib.bpf_object__next_program(self._obj, None)
+        self.name = lib.bpf_program__name(prog).decode()
+        self.fd = lib.bpf_program__fd(prog)
+
+    def close(self) -> None:
+        if self._obj:
+            self._lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> ElfProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _libbpf() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    lib.bpf_object__open_file.restype = ctypes.c_void_p
+    lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    lib.bpf_object__load.argtypes = [ctypes.c_void_p]
+    lib.bpf_object__next_program.restype = ctypes.c_void_p
+    lib.bpf_object__next_program.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.bpf_program__name.restype = ctypes.c_char_p
+    lib.bpf_program__name.argtypes = [ctypes.c_void_p]
+    lib.bpf_program__fd.argtypes = [ctypes.c_void_p]
+    lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+    return lib

@@ -33,6 +33,10 @@ BPFFS = Path("/sys/fs/bpf")
 # their pins are renewed instead of refusing the load, so such an upgrade stays hitless.
 COUNTER_MAPS = ("counters", "vip_stats", "backend_stats")
 
+# enum bpf_attach_type's BPF_XDP: the expected attach type every program is loaded with, as
+# libbpf loads SEC("xdp"). The kernel lets programs tail-call each other (a chain, chain.h)
+# only if they agree on it, so this is what lets libbpf-loaded programs share a chain.
+BPF_XDP = 37
 # XDP_FLAGS_* of the kernel UAPI (if_link.h).
 _XDP_FLAGS_SKB_MODE = 1 << 1
 _XDP_FLAGS_DRV_MODE = 1 << 2
@@ -122,7 +126,7 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     try:
         try:
             bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
-            fn = bpf.load_func(entry.encode(), BPF.XDP)
+            fn = bpf.load_func(entry.encode(), BPF.XDP, attach_type=BPF_XDP)
         except Exception as e:  # bcc raises bare Exception with the compiler's output
             raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
         layouts = dict(MAP_LAYOUTS)
@@ -231,7 +235,7 @@ def load_function(src_file: Path, entry: str, cflags: list[str] | None = None) -
     """Compile a small helper program (e.g. decap.c, bench floors); returns (bpf, fd)."""
     try:
         bpf = BPF(src_file=str(src_file).encode(), cflags=[f"-I{SOURCE_DIR}", *(cflags or [])])
-        return bpf, bpf.load_func(entry.encode(), BPF.XDP).fd
+        return bpf, bpf.load_func(entry.encode(), BPF.XDP, attach_type=BPF_XDP).fd
     except Exception as e:
         raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
 

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -13,7 +14,7 @@ from scapy.layers.l2 import Ether
 
 from lb import doctor
 from lb.control.coexist import EXIT_FOREIGN
-from lb.lab.chain import load_firewall
+from lb.lab.chain import ElfProgram, load_firewall
 from lb.lab.daemon import DaemonError, LabDaemon
 from lb.lab.veth import VethLab
 from lb.netns import in_netns
@@ -159,3 +160,39 @@ def test_an_unchained_start_refuses_our_chain_root(chained) -> None:
         daemon.env["LB_CHAIN_SLOT"] = "1"
     assert chain.slots(daemon.pin_dir)[0] == firewall_id
     assert daemon.start()["ready"]
+
+
+XDP_FILTER = sorted(Path("/usr/lib").glob("*/bpf/xdpfilt_alw_ip.o"))
+
+
+@pytest.mark.skipif(not XDP_FILTER, reason="xdp-tools is not installed (apt-get install "
+                    "xdp-tools)")
+@pytest.mark.parametrize("slot", [0, 2], ids=["before-the-balancer", "after-the-balancer"])
+def test_an_xdp_filter_object_runs_in_a_slot_but_its_pass_ends_the_chain(
+        bare_balancer: VethLab, slot: int) -> None:
+    """xdp-tools' xdp-filter objects load into a slot (the kernel takes them into the program
+    array), but they return XDP_PASS instead of tail-calling: what they pass goes to the
+    kernel at once. After the balancer that is right (non-VIP traffic reaches the kernel);
+    before it, VIP traffic skips the balancer, so such a program cannot be the firewall in
+    front: that one must follow chain.h. (`xdpfilt_alw_ip`: passes what no rule matches; no
+    rules are written here, so it passes everything.)"""
+    lab = bare_balancer
+    vip = lab.vips_v4()[0]
+    with LabDaemon(lab, env={"LB_CHAIN_SLOT": "1"}) as daemon, \
+            ElfProgram(XDP_FILTER[0]) as xdp_filter:
+        chain.set_slot(daemon.pin_dir, slot, xdp_filter.fd)
+        assert xdpinfo.program_info(chain.slots(daemon.pin_dir)[slot]).name == xdp_filter.name
+        r = daemon.client.put("/config", json={"vips": [
+            {"address": str(vip), "port": VIP_PORT, "protocol": "udp",
+             "backends": [{"address": str(lab.backends[0].v4)}]}]})
+        assert r.status_code == 200, r.text
+        local = _local_socket(lab)
+        try:
+            lab.send_frames(_frames(lab, lab.client.v4, lab.balancer.v4, LOCAL_PORT, 10))
+            assert _received(local) == 10, "non-VIP traffic did not reach the kernel"
+        finally:
+            local.close()
+        before = lab.decapsulated(lab.backends[0])
+        lab.send_frames(_frames(lab, lab.client.v4, vip, VIP_PORT, 20))
+        balanced = _decapsulated_after(lab, before, 20)
+        assert balanced == (0 if slot == 0 else 20), f"{balanced} of 20 VIP packets balanced"
