@@ -28,7 +28,8 @@ def load_firewall(pin_dir: Path, blocked: ipaddress.IPv4Address) -> tuple[Any, i
 class ElfProgram:
     """An XDP program from a compiled ELF object (clang -target bpf, e.g. xdp-tools'
     xdp-filter objects), loaded through libbpf (ctypes): `fd` of its first program until
-    `close()`. Its maps are the object's own (created, not pinned, unless it pins them)."""
+    `close()`. Maps the object pins by name (under /sys/fs/bpf) are reused if pinned already,
+    and the pins this load made are removed on close."""
 
     def __init__(self, path: Path) -> None:
         lib = _libbpf()
@@ -36,6 +37,7 @@ class ElfProgram:
         self._obj = lib.bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             raise OSError(ctypes.get_errno(), f"bpf_object__open_file {path}")
+        self._new_pins = [p for p in self._pin_paths() if not p.exists()]
         err = lib.bpf_object__load(self._obj)
         if err:
             self.close()
@@ -44,10 +46,21 @@ class ElfProgram:
         self.name = lib.bpf_program__name(prog).decode()
         self.fd = lib.bpf_program__fd(prog)
 
+    def _pin_paths(self) -> list[Path]:
+        paths, m = [], self._lib.bpf_object__next_map(self._obj, None)
+        while m:
+            pin = self._lib.bpf_map__pin_path(m)
+            if pin:
+                paths.append(Path(pin.decode()))
+            m = self._lib.bpf_object__next_map(self._obj, m)
+        return paths
+
     def close(self) -> None:
         if self._obj:
             self._lib.bpf_object__close(self._obj)
             self._obj = None
+            for pin in self._new_pins:
+                pin.unlink(missing_ok=True)
 
     def __enter__(self) -> ElfProgram:
         return self
@@ -67,4 +80,8 @@ def _libbpf() -> ctypes.CDLL:
     lib.bpf_program__name.argtypes = [ctypes.c_void_p]
     lib.bpf_program__fd.argtypes = [ctypes.c_void_p]
     lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+    lib.bpf_object__next_map.restype = ctypes.c_void_p
+    lib.bpf_object__next_map.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.bpf_map__pin_path.restype = ctypes.c_char_p
+    lib.bpf_map__pin_path.argtypes = [ctypes.c_void_p]
     return lib
