@@ -213,7 +213,7 @@ class Client:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+                 _traceback: TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:

@@ -7,12 +7,18 @@ Start-up, in this order:
    with every VIP, ring, backend and connection-table entry in them;
 3. adopt what the maps hold (VIP numbers, backend slots) and reconcile them with the database,
    writing only ring slots that differ (zero after a plain restart);
-4. attach, atomically replacing the previous run's program, which kept forwarding meanwhile;
-5. serve until SIGTERM/SIGINT. Exiting never detaches: `lb detach` does, on purpose.
+4. attach, atomically replacing the previous run's program, which kept forwarding meanwhile
+   (an expected-fd replace: a program someone attached meanwhile is not replaced). An
+   interface whose program is not ours is refused before anything is loaded, unless
+   `replace_foreign` (lb.control.coexist; exit status EXIT_FOREIGN = 5);
+5. follow the next hop (lb.control.nexthop) unless next_hop_mac is set: a new gateway MAC is
+   written into the running program within a second;
+6. serve until SIGTERM/SIGINT. Exiting never detaches: `lb detach` does, on purpose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
@@ -20,13 +26,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
 from api.app import create_app
 from lb import netns
-from lb.control import netinfo
+from lb.control import coexist, netinfo, nexthop
 from lb.control.controller import Controller
 from lb.control.etcd import Etcd, parse_store_url
 from lb.control.etcd_store import EtcdStore
@@ -36,7 +42,7 @@ from lb.control.model import ApplyReport
 from lb.control.service import Balancer
 from lb.control.settings import Settings
 from lb.control.store import StateStore, Store
-from lb.xdp import loader
+from lb.xdp import chain, loader, xdpinfo
 from lb.xdp.maps import Dataplane
 from lb.xdp.types import XdpMode
 
@@ -94,6 +100,54 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _refuse(message: str) -> NoReturn:
+    log.error("event=interface_refused %s", message)
+    print(f"lb run: {message}", file=sys.stderr)
+    sys.exit(coexist.EXIT_FOREIGN)
+
+
+def _claim(settings: Settings, iface: netinfo.Interface) -> xdpinfo.AttachedProgram | None:
+    """The program the attach will replace (None: the hook is empty); exits with
+    EXIT_FOREIGN, leaving it attached, when it is not ours and replace_foreign is off, or
+    when it is our chain's root and chain_slot is not set (the chain's other programs would
+    be cut off)."""
+    attached = xdpinfo.attached_program(iface.index)
+    ours = attached is not None and xdpinfo.is_ours(attached.program,
+                                                    xdpinfo.own_map_ids(settings.pin_dir))
+    try:
+        coexist.takeover(iface.name, attached, ours, settings.replace_foreign)
+    except coexist.ForeignProgram as e:
+        _refuse(str(e))
+    if attached is None:
+        return None
+    if ours and attached.name == xdpinfo.ROOT_NAME and settings.chain_slot is None:
+        _refuse(f"interface {iface.name} runs lb's chain root ({attached.describe()}) with "
+                f"slots {chain.slots(settings.pin_dir)} (slot: program id): set chain_slot to "
+                f"the balancer's slot, or lb detach to end the chain")
+    log.info("event=%s %s on %s", "replace_own" if ours else "replace_foreign",
+             attached.describe(), iface.name)
+    return attached
+
+
+def _attach_chained(settings: Settings, iface: netinfo.Interface, prog_fd: int,
+                    attached: xdpinfo.AttachedProgram | None) -> XdpMode | None:
+    """Put the balancer in its chain slot, then attach the chain's root unless ours already
+    runs (a restart only swaps the slot, atomically); returns the mode in effect."""
+    slot = settings.chain_slot
+    assert slot is not None
+    root_bpf, root_fd = loader.load_root(settings.pin_dir)
+    try:
+        chain.set_slot(settings.pin_dir, slot, prog_fd)
+        log.info("event=chain_slot_set slot=%d chain=%s", slot, chain.slots(settings.pin_dir))
+        if attached is not None and attached.name == xdpinfo.ROOT_NAME and \
+                xdpinfo.is_ours(attached.program, xdpinfo.own_map_ids(settings.pin_dir)):
+            return attached.mode
+        return loader.replace(root_fd, iface.index, settings.xdp_mode,
+                              attached.id if attached else None)
+    finally:
+        root_bpf.cleanup()  # the attached root (and the slot) keep their programs
+
+
 def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     logging.basicConfig(level=settings.log_level.upper(),
@@ -112,14 +166,19 @@ def run(settings: Settings) -> None:
         log.info("next hop %s: the MAC of default gateway %s on %s", next_hop, hop.gateway,
                  egress.name)
     runtime = Runtime(settings, iface, next_hop)
+    attached = _claim(settings, iface)
+    chained = settings.chain_slot is not None
 
-    program = loader.load(settings.sizes(), pin_dir=settings.pin_dir)
+    program = loader.load(settings.sizes(), pin_dir=settings.pin_dir,
+                          extra_cflags=loader.chain_cflags(settings.chain_slot) if chained
+                          else None)
     for name in program.renewed:
         log.info("event=counters_renewed map=%s reason=layout_changed", name)
     dataplane = Dataplane(program)
-    dataplane.write_config(settings.runtime_config(
+    dp_config = settings.runtime_config(
         next_hop_mac=next_hop, src_mac=egress.mac,
-        egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu))
+        egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu)
+    dataplane.write_config(dp_config)
     store = runtime.store = open_store(settings)
     balancer = Balancer.adopt(dataplane)
     runtime.adopted_vips = len(balancer.vips)
@@ -129,13 +188,31 @@ def run(settings: Settings) -> None:
     log.info("reconciled %d VIPs from %s (revision %d) with %d adopted from %s: %s",
              len(controller.vips), _describe(store), controller.revision, runtime.adopted_vips,
              settings.pin_dir, runtime.startup)
-    runtime.mode = loader.attach(program.fd, iface.index, settings.xdp_mode)
+    try:
+        if chained:
+            runtime.mode = _attach_chained(settings, iface, program.fd, attached)
+        else:
+            runtime.mode = loader.replace(program.fd, iface.index, settings.xdp_mode,
+                                          attached.id if attached else None)
+    except loader.AttachRaced as e:
+        controller.close()
+        store.close()
+        _refuse(f"another program took {iface.name}'s XDP hook during start-up; nothing was "
+                f"replaced: {e}")
     # Health checks start after the first reconcile: until a backend's first verdict it
     # counts as up, so a restart keeps every ring as it was.
     controller.attach_monitor(Monitor(controller.on_health))
     controller.start_settling()
     stop_following = threading.Event()
     fleet = _join_fleet(settings, store, controller, stop_following)
+    watcher = None
+    if not settings.next_hop_mac:
+        def follow(mac: str) -> None:
+            nonlocal dp_config
+            dp_config = dataclasses.replace(dp_config, next_hop_mac=mac)
+            dataplane.write_config(dp_config)
+            runtime.next_hop = mac
+        watcher = nexthop.NextHopWatcher(egress.index, next_hop, follow).start()
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
 
@@ -157,6 +234,8 @@ def run(settings: Settings) -> None:
         stop_following.set()
         if fleet is not None:
             fleet.close()
+        if watcher is not None:
+            watcher.close()
         controller.close()
         store.close()
         log.info("stopped; the XDP program stays attached to %s (lb detach removes it)",

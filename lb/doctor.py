@@ -351,7 +351,26 @@ def check_driver(interface: str, netns: str | None) -> Finding:
     return Finding("driver", Status.OK, detail)
 
 
-def check_attached(interface: str, netns: str | None) -> Finding:
+def _whose(prog_id: int, pin_dir: Path | None) -> tuple[str, bool]:
+    """("program id N, name 'x', ours|not ours", ours) of an attached program."""
+    from lb.xdp import xdpinfo
+    if pin_dir is None:
+        from lb.control.settings import Settings
+        pin_dir = Settings.model_fields["pin_dir"].default
+    try:
+        info = xdpinfo.program_info(prog_id)
+    except OSError as e:
+        return f"program id {prog_id} (unreadable: {e})", True
+    ours = xdpinfo.is_ours(info, xdpinfo.own_map_ids(pin_dir))
+    whose = f"lb's (uses the maps pinned in {pin_dir})" if ours else "not lb's"
+    if ours and info.name == xdpinfo.ROOT_NAME:
+        from lb.xdp import chain
+        slots = {slot: xdpinfo.program_info(i).name for slot, i in chain.slots(pin_dir).items()}
+        whose += f"; the chain's slots: {slots or 'none'}"
+    return f"program id {prog_id}, name {info.name!r}, tag {info.tag}, {whose}", ours
+
+
+def check_attached(interface: str, netns: str | None, pin_dir: Path | None = None) -> Finding:
     argv = ["ip", "-d", "link", "show", "dev", interface]
     text = _command(["ip", "-n", netns, *argv[1:]] if netns else argv, None)
     if text is None:
@@ -362,6 +381,13 @@ def check_attached(interface: str, netns: str | None) -> Finding:
         return Finding("attached program", Status.OK, "no XDP program attached (lb run attaches "
                        "in native mode)")
     what = f"program id {prog}" if prog is not None else "a program"
+    if prog is not None:
+        what, ours = _whose(prog, pin_dir)
+        if not ours:
+            return Finding("attached program", Status.WARN, f"{what} in {mode} mode, NOT lb's: "
+                           "lb run refuses this interface and leaves it attached",
+                           "chain lb after it (chain_slot; lb/xdp/chain.h), remove it (ip link "
+                           f"set dev {interface} xdp off), or lb run --replace-foreign")
     if mode == "xdp":
         return Finding("attached program", Status.OK, f"{what} in native (driver) mode")
     if mode == "xdpgeneric":

@@ -14,7 +14,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 # Test directories whose every test needs root (bpf(), network namespaces).
-ROOT_DIRS = frozenset({"packet", "integration", "api", "health"})
+ROOT_DIRS = frozenset({"packet", "integration", "api", "health", "share"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

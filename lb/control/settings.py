@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         "same rings on every host) or this host's own (local)")
     fleet_lease_ttl_s: int = Field(10, ge=2, le=300, description="seconds a host that stopped "
                                    "renewing its fleet report stays in the fleet")
+    replace_foreign: bool = Field(False, description="take the interface over even when "
+                                  "it has an XDP program that is not lb's (default: refuse "
+                                  "and leave it attached)")
+    chain_slot: int | None = Field(None, ge=0, lt=8, description="share the interface: "
+                                   "attach the chain's root and run the balancer in this "
+                                   "slot, after the programs of lower slots (lb/xdp/chain.h)")
     mtu: int | None = Field(None, description="L3 MTU toward backends; default: the "
                             "egress interface's MTU")
     ttl: int = Field(64, description="outer TTL / hop limit of encapsulated packets")

@@ -588,7 +588,25 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	return pick_and_forward(ctx, p, &flow, 1, flow.proto, vip, cnt);
 }
 
+#include "chain.h"
+static __always_inline int balance(struct xdp_md *ctx);
+
+/* The entry: the pipeline's verdict, except that when the balancer is one slot of a chain
+ * (-DLB_CHAIN_SLOT, chain.h) a packet it passes goes on to the next slot first. */
 int xdp_balancer(struct xdp_md *ctx)
+{
+	int verdict = balance(ctx);
+
+#ifdef LB_CHAIN_SLOT
+	if (verdict == XDP_PASS) {
+		LB_CHAIN_EACH_NEXT(i)
+			chain.call(ctx, i);
+	}
+#endif
+	return verdict;
+}
+
+static __always_inline int balance(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	struct lb_counters *cnt;

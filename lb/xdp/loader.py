@@ -11,6 +11,7 @@ mode in effect; an attached program keeps running after this process exits.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from bcc import BPF
 from pyroute2 import IPRoute
 
+from lb.xdp import xdpinfo
 from lb.xdp.config import Sizes, host_possible_cpus
 from lb.xdp.libbpf import LIBBPF as _libbpf
 from lb.xdp.structs import BENCH_MAP_LAYOUTS, MAP_LAYOUTS, check_layouts
@@ -25,15 +27,22 @@ from lb.xdp.types import XdpMode
 
 SOURCE_DIR = Path(__file__).resolve().parent
 PROGRAM_FILE = SOURCE_DIR / "balancer.c"
+ROOT_FILE = SOURCE_DIR / "root.c"
 ENTRY = "xdp_balancer"
 BPFFS = Path("/sys/fs/bpf")
 # Maps that hold only counters: when a new build changes their layout (a counter added),
 # their pins are renewed instead of refusing the load, so such an upgrade stays hitless.
 COUNTER_MAPS = ("counters", "vip_stats", "backend_stats")
 
+# enum bpf_attach_type's BPF_XDP: the expected attach type every program is loaded with, as
+# libbpf loads SEC("xdp"). The kernel lets programs tail-call each other (a chain, chain.h)
+# only if they agree on it, so this is what lets libbpf-loaded programs share a chain.
+BPF_XDP = 37
 # XDP_FLAGS_* of the kernel UAPI (if_link.h).
 _XDP_FLAGS_SKB_MODE = 1 << 1
 _XDP_FLAGS_DRV_MODE = 1 << 2
+_XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+_XDP_FLAGS_REPLACE = 1 << 4
 # IFLA_XDP_ATTACHED, as the kernel's number or as pyroute2 0.9's name for it.
 _ATTACHED = {1: "native", 2: "generic", "xdp": "native", "xdpgeneric": "generic"}
 
@@ -118,7 +127,7 @@ def load(sizes: Sizes | None = None, pin_dir: str | Path | None = None, bench: b
     try:
         try:
             bpf = BPF(src_file=str(src_file).encode(), cflags=cflags)
-            fn = bpf.load_func(entry.encode(), BPF.XDP)
+            fn = bpf.load_func(entry.encode(), BPF.XDP, attach_type=BPF_XDP)
         except Exception as e:  # bcc raises bare Exception with the compiler's output
             raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
         layouts = dict(MAP_LAYOUTS)
@@ -227,9 +236,21 @@ def load_function(src_file: Path, entry: str, cflags: list[str] | None = None) -
     """Compile a small helper program (e.g. decap.c, bench floors); returns (bpf, fd)."""
     try:
         bpf = BPF(src_file=str(src_file).encode(), cflags=[f"-I{SOURCE_DIR}", *(cflags or [])])
-        return bpf, bpf.load_func(entry.encode(), BPF.XDP).fd
+        return bpf, bpf.load_func(entry.encode(), BPF.XDP, attach_type=BPF_XDP).fd
     except Exception as e:
         raise LoadError(f"cannot load {src_file.name}:{entry}: {e}") from e
+
+
+def load_root(pin_dir: str | Path) -> tuple[BPF, int]:
+    """Compile and load the chain's root (root.c) on the chain pinned under `pin_dir` (made
+    if missing); returns (bcc handle, program fd). Attach it in place of the balancer."""
+    return load_function(ROOT_FILE, xdpinfo.ROOT_NAME,
+                         [f'-DLB_CHAIN_PIN="{Path(pin_dir) / "chain"}"'])
+
+
+def chain_cflags(slot: int) -> list[str]:
+    """Compiler flags that make the balancer slot `slot` of the chain pinned in its pin_dir."""
+    return [f"-DLB_CHAIN_SLOT={slot}"]
 
 
 def attach(prog_fd: int, ifindex: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMode:
@@ -247,6 +268,55 @@ def attach(prog_fd: int, ifindex: int, mode: XdpMode = XdpMode.NATIVE) -> XdpMod
             code = getattr(e, "code", None)
             raise AttachError(f"cannot attach XDP ({mode.value}) to ifindex {ifindex}: {e}",
                               code) from e
+    effective = attached_mode(ifindex)
+    if effective is None:
+        raise AttachError(f"XDP program not attached to ifindex {ifindex} after attach")
+    return effective
+
+
+class AttachRaced(AttachError):
+    """The interface's program is not the one the attach expected: someone attached or
+    detached meanwhile. Nothing was replaced."""
+
+
+def replace(prog_fd: int, ifindex: int, mode: XdpMode, expected_id: int | None) -> XdpMode:
+    """Attach `prog_fd` to `ifindex` in place of program `expected_id`, only if that program is
+    still the one attached (`expected_id` None: only if no program is).
+
+    The kernel compares and swaps in one step (XDP_FLAGS_REPLACE with IFLA_XDP_EXPECTED_FD, or
+    XDP_FLAGS_UPDATE_IF_NOEXIST), so a program someone attached meanwhile is never replaced:
+    AttachRaced is raised instead. Returns the mode the kernel reports in effect.
+    """
+    flags = _XDP_FLAGS_DRV_MODE if mode == XdpMode.NATIVE else _XDP_FLAGS_SKB_MODE
+    attrs = [("IFLA_XDP_FD", prog_fd)]
+    old_fd = -1
+    if expected_id is None:
+        flags |= _XDP_FLAGS_UPDATE_IF_NOEXIST
+    else:
+        try:
+            old_fd = xdpinfo.prog_fd_by_id(expected_id)
+        except OSError as e:
+            raise AttachRaced(f"program id {expected_id} expected on ifindex {ifindex} is "
+                              f"gone: {e}", e.errno) from e
+        flags |= _XDP_FLAGS_REPLACE
+        attrs.append(("IFLA_XDP_EXPECTED_FD", old_fd))
+    attrs.append(("IFLA_XDP_FLAGS", flags))
+    try:
+        with IPRoute() as ipr:
+            ipr.link("set", index=ifindex, xdp={"attrs": attrs})
+    except Exception as e:
+        code = getattr(e, "code", None)
+        if code in (errno.EEXIST, errno.EBUSY):
+            now = xdpinfo.attached_id(ifindex)
+            want = "no program" if expected_id is None else f"program id {expected_id}"
+            found = f"program id {now[0]}" if now else "none"
+            raise AttachRaced(f"not attached to ifindex {ifindex}: expected {want}, found "
+                              f"{found} ({e})", code) from e
+        raise AttachError(f"cannot attach XDP ({mode.value}) to ifindex {ifindex}: {e}",
+                          code) from e
+    finally:
+        if old_fd >= 0:
+            os.close(old_fd)
     effective = attached_mode(ifindex)
     if effective is None:
         raise AttachError(f"XDP program not attached to ifindex {ifindex} after attach")

@@ -22,7 +22,9 @@ DATAPLANE_NAMES = {"self.dp", "self.balancer.dp", "balancer.dp", "dataplane", "d
 
 
 def _methods(cls: type) -> set[str]:
-    return {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+    """Public methods of `cls` and of its own bases (Dataplane is assembled from mixins)."""
+    return {n for c in cls.__mro__ if c.__module__ not in ("builtins", "typing")
+            for n, v in vars(c).items() if callable(v) and not n.startswith("_")}
 
 
 PORT_METHODS = sorted(_methods(DataplanePort))
