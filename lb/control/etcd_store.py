@@ -318,6 +318,11 @@ class EtcdStore:
                     on_error(e)
                 reread = True  # compacted past our revision: read it all again
                 stop.wait(1.0)
+            except Exception as e:  # noqa: BLE001 - apply failed: keep following, retry whole
+                if on_error:
+                    on_error(e)
+                reread = True
+                stop.wait(1.0)
 
     def close(self) -> None:
         self.etcd.close()
