@@ -11,14 +11,16 @@
  *
  *   xdp_balancer          Ethernet and one 802.1Q tag      pass: not_ip, l2_truncated
  *   process_v4/v6         IP, pre-filter, ports, the VIP   pass: l3_malformed, not_vip, icmp;
- *                         (unusual_v4/v6: the rare path)    drop: fragment, options, ...
+ *                         (unusual_v4/v6: the rare path)    drop: fragment, options,
+ *                                                           l4_truncated, l4_malformed, ...
  *   pick_and_forward      the backend, in four stages:
  *     pick_start            config, the flow's hashes       drop: internal
  *     pick_by_settled_slot  a settled ring slot (TCP)       picked: ct_settled
  *     pick_by_conn_table    the flow's way in its set       picked: ct_hit; drop: internal
  *     pick_by_ring          a fresh decision, remembered    picked: ct_miss;
  *                                                           drop: no_backend, internal
- *     forward             encapsulate and send the pick    tx, redirect; drop: encap_failed
+ *     forward             trim to the IP packet, encap,    tx, redirect; drop: encap_failed
+ *                         send the pick
  *       too_big           ICMP "too big" instead           icmp_too_big; drop: too_big, ...
  *
  * The connection table's rules live in conntable.h, shared with the control plane's
@@ -323,9 +325,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 				   struct lb_counters *cnt)
 {
 	int overhead = be->flags & F_BACKEND_IPV6 ? LB_ENCAP_V6_LEN : LB_ENCAP_V4_LEN;
+	int trailer = p->frame_len - p->l2_len - p->encap.inner_len;
 	void *data, *end;
 	int err;
 
+	/* Bytes after the IP packet (Ethernet padding, garbage) are not sent on. */
+	if (trailer > 0 && bpf_xdp_adjust_tail(ctx, -trailer))
+		return count_drop(cnt, CNT_DROP_ENCAP_FAILED);
 	if (p->encap.inner_len + overhead > cfg->mtu)
 		return too_big(ctx, p, cfg->mtu - overhead, cnt);
 	if (bpf_xdp_adjust_head(ctx, -overhead))
@@ -417,25 +423,35 @@ static __always_inline __u32 l4_header_len(__u8 proto)
 	return proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
 }
 
-/* Ports (and SYN) of a TCP/UDP header at the cursor; -1 if truncated. The caller
- * has checked that the header lies inside the IP packet, not just the frame. */
-static __always_inline int parse_ports(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport,
-				       __u8 *is_syn)
+/* Ports (and SYN) of a TCP/UDP header at the cursor, checked against `l4_len`, the IP
+ * payload's length: 0, CNT_DROP_L4_TRUNCATED (the header is cut by the frame or the IP
+ * packet) or CNT_DROP_L4_MALFORMED (a TCP data offset below 5 or past the payload; a UDP
+ * length below 8 or past the payload). */
+static __always_inline int parse_ports(struct cursor *c, __u8 proto, __u32 l4_len,
+				       __be16 *sport, __be16 *dport, __u8 *is_syn)
 {
+	if (l4_len < l4_header_len(proto))
+		return CNT_DROP_L4_TRUNCATED;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *tcp;
 
 		if (parse_tcphdr(c, &tcp))
-			return -1;
+			return CNT_DROP_L4_TRUNCATED;
+		if (tcp->doff < 5 || tcp->doff * 4 > l4_len)
+			return CNT_DROP_L4_MALFORMED;
 		*sport = tcp->source;
 		*dport = tcp->dest;
 		*is_syn = tcp->syn && !tcp->ack;
 		return 0;
 	}
 	struct udphdr *udp;
+	__u16 udp_len;
 
 	if (parse_udphdr(c, &udp))
-		return -1;
+		return CNT_DROP_L4_TRUNCATED;
+	udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) || udp_len > l4_len)
+		return CNT_DROP_L4_MALFORMED;
 	*sport = udp->source;
 	*dport = udp->dest;
 	*is_syn = 0;
@@ -443,7 +459,7 @@ static __always_inline int parse_ports(struct cursor *c, __u8 proto, __be16 *spo
 }
 
 /* Rare path: is an unusual IPv4 packet's destination a VIP address, and if so why is it refused? */
-static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_truncated,
+static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_reason,
 				      struct lb_counters *cnt)
 {
 	struct vip_key_v4 marker = { .addr = ip->daddr };
@@ -460,8 +476,8 @@ static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_t
 		return count_drop(cnt, CNT_DROP_TTL_EXPIRED);
 	if (ip->protocol == IPPROTO_ICMP)
 		return count_pass(cnt, CNT_PASS_ICMP);
-	if (l4_truncated)
-		return count_drop(cnt, CNT_DROP_L4_TRUNCATED);
+	if (l4_reason)
+		return count_drop(cnt, l4_reason);
 	return count_pass(cnt, CNT_PASS_NOT_VIP);
 }
 
@@ -473,7 +489,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	struct flow_v4 flow;
 	__u32 slot, *maybe_vip;
 	__u16 tot_len;
-	int bad_length;
+	int bad_length, l4_reason;
 
 	if (parse_iphdr(c, &ip) || ip->version != 4 || ip->ihl < 5)
 		return count_pass(cnt, CNT_PASS_L3_MALFORMED);
@@ -493,9 +509,10 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	flow.dst = ip->daddr;
 	flow.proto = ip->protocol;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (tot_len < sizeof(*ip) + l4_header_len(flow.proto) ||
-	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
-		return unusual_v4(ip, 0, 1, cnt);
+	l4_reason = parse_ports(c, flow.proto, tot_len - sizeof(*ip), &flow.sport, &flow.dport,
+				&p->is_syn);
+	if (l4_reason)
+		return unusual_v4(ip, 0, l4_reason, cnt);
 
 	vip = find_vip_v4(flow.dst, flow.dport, flow.proto);
 	if (!vip) {
@@ -511,7 +528,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 }
 
 /* Rare path for IPv6, as unusual_v4. */
-static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l4_truncated,
+static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l4_reason,
 				      struct lb_counters *cnt)
 {
 	struct vip_key_v6 marker = {};
@@ -536,8 +553,8 @@ static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l
 	case IPPROTO_MH:
 		return count_drop(cnt, CNT_DROP_IPV6_EXT_HEADER);
 	}
-	if (l4_truncated)
-		return count_drop(cnt, CNT_DROP_L4_TRUNCATED);
+	if (l4_reason)
+		return count_drop(cnt, l4_reason);
 	return count_pass(cnt, CNT_PASS_NOT_VIP);
 }
 
@@ -549,7 +566,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	struct flow_v6 flow;
 	__u32 slot, folded, addr_word, *maybe_vip;
 	__u16 payload_len;
-	int bad_length;
+	int bad_length, l4_reason;
 
 	if (parse_ipv6hdr(c, &ip6) || ip6->version != 6)
 		return count_pass(cnt, CNT_PASS_L3_MALFORMED);
@@ -569,9 +586,9 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	__builtin_memcpy(flow.src, ip6->saddr.in6_u.u6_addr32, sizeof(flow.src));
 	flow.proto = ip6->nexthdr;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (payload_len < l4_header_len(flow.proto) ||
-	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
-		return unusual_v6(ip6, 0, 1, cnt);
+	l4_reason = parse_ports(c, flow.proto, payload_len, &flow.sport, &flow.dport, &p->is_syn);
+	if (l4_reason)
+		return unusual_v6(ip6, 0, l4_reason, cnt);
 
 	addr_word = vip_addr_word_v6(flow.dst);
 	vip = find_vip_v6(flow.dst, addr_word, flow.dport, flow.proto);

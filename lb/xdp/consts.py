@@ -47,6 +47,7 @@ class Counter(enum.IntEnum):
     DROP_ICMP_RATE_LIMITED = 22
     CT_SETTLED = 23
     DROP_INTERNAL = 24
+    DROP_L4_MALFORMED = 25
 
 
 COUNTER_SLOTS = len(Counter)

@@ -223,5 +223,8 @@ _Static_assert(LB_CT_SIZE >= 2 * LB_CT_WAYS && (LB_CT_SIZE & (LB_CT_SIZE - 1)) =
  * missing; a ring slot naming a backend index past the backends map or an empty backend
  * slot): a bug or a half-written state, never a VIP without backends. */
 #define CNT_DROP_INTERNAL 24
+/* Drop: a TCP data offset below 5 or past the IP payload, or a UDP length below 8 or past
+ * the IP payload, to a VIP address. */
+#define CNT_DROP_L4_MALFORMED 25
 /* Number of counter slots. */
-#define CNT_MAX 25
+#define CNT_MAX 26
