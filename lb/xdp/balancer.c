@@ -17,7 +17,8 @@
  *     pick_start            config, the flow's hashes       drop: internal
  *     pick_by_settled_slot  a settled ring slot (TCP)       picked: ct_settled
  *     pick_by_conn_table    the flow's way in its set       picked: ct_hit; drop: internal
- *     pick_by_ring          a fresh decision, remembered    picked: ct_miss;
+ *     pick_by_ring          a fresh decision, remembered    picked: ct_miss (non-SYN TCP
+ *                                                           also ct_miss_nonsyn);
  *                                                           drop: no_backend, internal
  *     forward             trim to the IP packet, encap,    tx, redirect; drop: encap_failed
  *                         send the pick
@@ -127,7 +128,7 @@ static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u
 /* Count a packet sent to a VIP's backend. */
 static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 idx)
 {
-	struct lb_stats *vs = vip_stats.lookup(&vip_num);
+	struct lb_vip_stats *vs = vip_stats.lookup(&vip_num);
 	struct lb_stats *bs = backend_stats.lookup(&idx);
 
 	if (vs) {
@@ -245,10 +246,22 @@ static __always_inline int drop_unusable(__u32 slot, const struct backend *be,
 	return count_drop(cnt, CNT_DROP_INTERNAL);
 }
 
+/* A non-SYN TCP packet that missed the table: its flow's state was lost. Counted globally
+ * and for its VIP. */
+static __always_inline void count_miss_nonsyn(__u32 vip_num, struct lb_counters *cnt)
+{
+	struct lb_vip_stats *vs = vip_stats.lookup(&vip_num);
+
+	cnt->n[CNT_CT_MISS_NONSYN]++;
+	if (vs)
+		vs->ct_miss_nonsyn++;
+}
+
 /* Pick stage 4: a fresh decision by the ring slot (read now unless stage 2 did), remembered
  * in the flow's way of the table when the VIP uses it (conntable.h's ct_decide). */
-static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6, __u8 proto,
-					const struct vip_meta *vip, struct lb_counters *cnt)
+static __always_inline int pick_by_ring(const struct packet *p, struct pick *k, const void *flow,
+					int v6, __u8 proto, const struct vip_meta *vip,
+					struct lb_counters *cnt)
 {
 	struct backend *be;
 	__u32 idx;
@@ -261,6 +274,8 @@ static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6
 		return drop_unusable(k->slot, be, cnt);
 	if (k->set) {
 		cnt->n[CNT_CT_MISS]++;
+		if (proto == IPPROTO_TCP && !p->is_syn)
+			count_miss_nonsyn(vip->vip_num, cnt);
 		ct_decide(k->set, k->way, flow, v6, idx, proto);
 	}
 	k->idx = idx;
@@ -371,7 +386,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 	if (verdict == LB_CONTINUE)
 		verdict = pick_by_conn_table(p, &k, flow, v6, proto, cnt);
 	if (verdict == LB_CONTINUE)
-		verdict = pick_by_ring(&k, flow, v6, proto, vip, cnt);
+		verdict = pick_by_ring(p, &k, flow, v6, proto, vip, cnt);
 	if (verdict != LB_PICKED)
 		return verdict;
 	return forward(ctx, p, vip, k.idx, k.be, k.cfg, cnt);

@@ -48,6 +48,7 @@ class Counter(enum.IntEnum):
     CT_SETTLED = 23
     DROP_INTERNAL = 24
     DROP_L4_MALFORMED = 25
+    CT_MISS_NONSYN = 26
 
 
 COUNTER_SLOTS = len(Counter)

@@ -144,8 +144,13 @@ class Rig:
         return self._test_run(self.program.fd, frame)
 
     def counters(self) -> dict[str, int]:
-        """The global counters that are not zero (tests start from all zero)."""
-        return {k: v for k, v in self.dp.counters().items() if v}
+        """The global counters that are not zero (tests start from all zero), but for
+        ct_miss_nonsyn (a non-SYN TCP miss: also a ct_miss), read by `lost_state`."""
+        return {k: v for k, v in self.dp.counters().items() if v and k != "ct_miss_nonsyn"}
+
+    def lost_state(self) -> int:
+        """The global ct_miss_nonsyn: non-SYN TCP packets that missed the table."""
+        return self.dp.counters()["ct_miss_nonsyn"]
 
     def reset(self) -> None:
         """Zero counters and stats, empty the connection tables, refill the ICMP reply

@@ -352,6 +352,10 @@ def test_packet_case(rig, case: Case) -> None:
             assert verdict not in ("TX", "REDIRECT"), "a malformed frame was sent on"
         assert verdict == case.verdict, "verdict"
         assert rig.counters() == case.counters, "counters"
+        l4 = Ether(case.frame).getlayer(TCP)
+        lost = int(case.counters.get("ct_miss", 0) == 1 and l4 is not None and
+                   not (l4.flags.S and not l4.flags.A))
+        assert rig.lost_state() == lost, "ct_miss_nonsyn: a non-SYN TCP table miss"
         vip_totals, backend_totals = rig.stats_totals()
         if case.vip is not None:
             index = rig.check_forwarded(case.frame, result.frame, case.vip)
