@@ -161,6 +161,8 @@ class VipStats(_Read):
     id: int
     packets: int
     bytes: int
+    ct_miss_nonsyn: int = Field(description="its non-SYN TCP packets that missed the "
+                                "connection table: flows that lost their state")
     ring_size: int
     backends: list[BackendTraffic]
 

@@ -330,7 +330,8 @@ def balancer_subjects(program: loader.Program, dp: Dataplane, opts: Options) -> 
         make("new_flow", "VIP, new flow",
              f"TCP ACK to VIP {v4}:80 from a new IPv4 source every repetition: table miss, "
              f"ring decision, table insert (table {fill}), IPv4 encap",
-             tcp_ack_v4(v4), XDP_TX, ["tx", "ct_miss"], ENCAP_V4_LEN, 4, vary=True),
+             tcp_ack_v4(v4), XDP_TX, ["tx", "ct_miss", "ct_miss_nonsyn"], ENCAP_V4_LEN, 4,
+             vary=True),
         make("established", "VIP, established",
              f"TCP ACK to VIP {v4}:80 of a flow already in the table: table hit, IPv4 encap",
              tcp_ack_v4(v4), XDP_TX, ["tx", "ct_hit"], ENCAP_V4_LEN, 4, prime=True),

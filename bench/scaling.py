@@ -243,7 +243,8 @@ class Bench:
         dp, fd = self.dp, self.program.fd
         settled = key.endswith("_settled")
         if key == "new":
-            repeat, vary, expected = self.opts.repeat_new, True, {"tx": 1, "ct_miss": 1}
+            repeat, vary, expected = self.opts.repeat_new, True, {"tx": 1, "ct_miss": 1,
+                                                                  "ct_miss_nonsyn": 1}
         elif key == "established":
             repeat, vary, expected = self.opts.repeat, False, {"tx": 1, "ct_hit": 1}
         elif key == "established_settled":
@@ -271,8 +272,10 @@ class Bench:
             # starting at 0) skip the table; the table sees the sampled ones, or all.
             table = n // (CT_SAMPLE_MASK + 1) if settled else n
             hits, misses = got["ct_hit"], got["ct_miss"]
+            # Every packet is a non-SYN TCP one: each miss is also a ct_miss_nonsyn.
             others = {k: v for k, v in got.items() if k not in ("ct_hit", "ct_miss")}
-            problems += counter_problems({"tx": n, "ct_settled": n - table}, others)
+            problems += counter_problems({"tx": n, "ct_settled": n - table,
+                                          "ct_miss_nonsyn": misses}, others)
             if hits + misses != table or hits < MIN_CYCLE_HITS * table:
                 problems.append(f"ct_hit {hits:,} + ct_miss {misses:,} of {table:,} "
                                 f"table reads (hits must be >= {MIN_CYCLE_HITS:.0%})")

@@ -252,7 +252,8 @@ def _vip_stats(api: Client, args: argparse.Namespace) -> int:
         return ExitCode.OK
     vip = api.get_vip(args.vip_id)
     print(f"VIP {vip['id']}: {_describe(vip)}: {_count(stats['packets'])} packets, "
-          f"{_count(stats['bytes'])} bytes")
+          f"{_count(stats['bytes'])} bytes, "
+          f"{_count(stats.get('ct_miss_nonsyn', 0))} non-SYN TCP table misses")
     backends = stats["backends"]
     if not backends:
         print(f"no backends (add one: lb backend add {vip['id']} ADDRESS)")

@@ -30,7 +30,6 @@ from lb.control.model import (
     VipConfig,
     VipSpec,
     VipUpdate,
-    check_backend_family,
 )
 from lb.control.service import Balancer, VipTarget
 from lb.control.settler import Settler
@@ -165,10 +164,6 @@ class Controller:
             vip = self.get_vip(vip_id)
             if any(b.address == backend.address for b in vip.backends):
                 raise AlreadyExists(f"backend {backend.address} is already in VIP {vip_id}")
-            try:
-                check_backend_family(vip.address, backend.address)
-            except ValueError as e:
-                raise InvalidInput(f"address: {e}") from None
             new = _with(vip, backends=[*vip.backends, backend])
 
             def write(tx: Transaction) -> dict[int, Vip]:

@@ -93,5 +93,8 @@ class DataplanePort(Protocol):
     def vip_stats(self, vip_num: int) -> tuple[int, int]:
         """(packets, bytes) sent for a VIP."""
 
+    def vip_ct_miss_nonsyn(self, vip_num: int) -> int:
+        """Non-SYN TCP packets of a VIP that missed the connection table."""
+
     def backend_stats(self, index: int) -> tuple[int, int]:
         """(packets, bytes) sent to a backend."""

@@ -41,7 +41,8 @@ def _reason_metrics(counters: dict[str, int]) -> Iterator[CounterMetricFamily]:
                                 labels=["reason"])
     ct = CounterMetricFamily("lb_conn_table", "Connection-table lookups by result (hit, "
                              "miss, udp_expired); settled: TCP packets a settled ring slot "
-                             "sent without one", labels=["result"])
+                             "sent without one; miss_nonsyn: non-SYN TCP misses (lost state)",
+                             labels=["result"])
     for c in DpCounter:
         name = c.name.lower()
         value = counters[name]
@@ -58,7 +59,8 @@ def _reason_metrics(counters: dict[str, int]) -> Iterator[CounterMetricFamily]:
 
 class DataplaneCollector(Collector):
     """Reads the kernel's counters at each scrape through `snapshot()`, which returns
-    {"counters": {name: n}, "vips": [{"vip", "packets", "bytes", "backends": [...]}],
+    {"counters": {name: n}, "vips": [{"vip", "packets", "bytes", "ct_miss_nonsyn",
+    "backends": [...]}],
     "health": {state: n}}."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
@@ -70,6 +72,10 @@ class DataplaneCollector(Collector):
         vip_packets = CounterMetricFamily("lb_vip_packets", "Packets sent for a VIP",
                                           labels=["vip"])
         vip_bytes = CounterMetricFamily("lb_vip_bytes", "Bytes sent for a VIP", labels=["vip"])
+        vip_lost = CounterMetricFamily("lb_vip_ct_miss_nonsyn",
+                                       "Non-SYN TCP packets of a VIP that missed the "
+                                       "connection table (flows that lost their state)",
+                                       labels=["vip"])
         be_packets = CounterMetricFamily("lb_backend_packets",
                                          "Packets sent to a backend (over all its VIPs)",
                                          labels=["backend"])
@@ -80,12 +86,13 @@ class DataplaneCollector(Collector):
         for vip in snap["vips"]:
             vip_packets.add_metric([vip["vip"]], vip["packets"])
             vip_bytes.add_metric([vip["vip"]], vip["bytes"])
+            vip_lost.add_metric([vip["vip"]], vip.get("ct_miss_nonsyn", 0))
             for b in vip["backends"]:
                 if b["address"] not in seen:
                     seen.add(b["address"])
                     be_packets.add_metric([b["address"]], b["packets"])
                     be_bytes.add_metric([b["address"]], b["bytes"])
-        yield from (vip_packets, vip_bytes, be_packets, be_bytes)
+        yield from (vip_packets, vip_bytes, vip_lost, be_packets, be_bytes)
         health = GaugeMetricFamily("lb_backends", "Backends (per VIP) by health state",
                                    labels=["state"])
         for state, n in sorted(snap.get("health", {}).items()):

@@ -192,13 +192,6 @@ class VipSpec(_Strict):
         return f"{self.address} {self.port}/{self.protocol}"
 
 
-def check_backend_family(vip: Address, backend: Address) -> None:
-    """IPv4 VIPs take IPv4 or IPv6 backends (4in4, 4in6); IPv6 VIPs only IPv6 ones (6in6)."""
-    if vip.version == 6 and backend.version == 4:
-        raise ValueError(f"backend {backend} is IPv4 but VIP {vip} is IPv6: an IPv6 VIP "
-                         "needs IPv6 backends (6in4 is not supported)")
-
-
 class VipConfig(VipSpec):
     """A VIP with its backends: one entry of the configuration document."""
 
@@ -211,10 +204,6 @@ class VipConfig(VipSpec):
             if b.address in seen:
                 raise ValueError(f"backends[{i}].address: {b.address} is listed twice")
             seen.add(b.address)
-            try:
-                check_backend_family(self.address, b.address)
-            except ValueError as e:
-                raise ValueError(f"backends[{i}].address: {e}") from None
         return self
 
     def spec(self) -> VipSpec:

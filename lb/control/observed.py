@@ -50,6 +50,7 @@ def vip_stats(balancer: Balancer, vip: Vip) -> dict[str, object]:
         backends.append({"address": str(b.address), "weight": b.weight,
                          "ring_slots": slots[index], "packets": bp, "bytes": bb})
     return {"id": vip.id, "packets": packets, "bytes": nbytes,
+            "ct_miss_nonsyn": dp.vip_ct_miss_nonsyn(num),
             "ring_size": balancer.sizes.ring_size, "backends": backends}
 
 
@@ -112,5 +113,6 @@ def metrics_snapshot(balancer: Balancer, vips: Iterable[Vip],
             backends.append({"address": str(b.address), "packets": bp, "bytes": bb})
             health["draining" if b.drain else str(state_of(v.id, b.address))] += 1
         out.append({"vip": f"{v.address}:{v.port}/{v.protocol}", "packets": packets,
-                    "bytes": nbytes, "backends": backends})
+                    "bytes": nbytes, "ct_miss_nonsyn": dp.vip_ct_miss_nonsyn(state.num),
+                    "backends": backends})
     return {"counters": dp.counters(), "vips": out, "health": dict(health)}

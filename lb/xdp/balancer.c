@@ -11,14 +11,17 @@
  *
  *   xdp_balancer          Ethernet and one 802.1Q tag      pass: not_ip, l2_truncated
  *   process_v4/v6         IP, pre-filter, ports, the VIP   pass: l3_malformed, not_vip, icmp;
- *                         (unusual_v4/v6: the rare path)    drop: fragment, options, ...
+ *                         (unusual_v4/v6: the rare path)    drop: fragment, options,
+ *                                                           l4_truncated, l4_malformed, ...
  *   pick_and_forward      the backend, in four stages:
  *     pick_start            config, the flow's hashes       drop: internal
  *     pick_by_settled_slot  a settled ring slot (TCP)       picked: ct_settled
  *     pick_by_conn_table    the flow's way in its set       picked: ct_hit; drop: internal
- *     pick_by_ring          a fresh decision, remembered    picked: ct_miss;
+ *     pick_by_ring          a fresh decision, remembered    picked: ct_miss (non-SYN TCP
+ *                                                           also ct_miss_nonsyn);
  *                                                           drop: no_backend, internal
- *     forward             encapsulate and send the pick    tx, redirect; drop: encap_failed
+ *     forward             trim to the IP packet, encap,    tx, redirect; drop: encap_failed
+ *                         send the pick
  *       too_big           ICMP "too big" instead           icmp_too_big; drop: too_big, ...
  *
  * The connection table's rules live in conntable.h, shared with the control plane's
@@ -125,7 +128,7 @@ static __always_inline struct backend *ct_state_backend(struct ct_state *st, __u
 /* Count a packet sent to a VIP's backend. */
 static __always_inline void count_sent(struct packet *p, __u32 vip_num, __u32 idx)
 {
-	struct lb_stats *vs = vip_stats.lookup(&vip_num);
+	struct lb_vip_stats *vs = vip_stats.lookup(&vip_num);
 	struct lb_stats *bs = backend_stats.lookup(&idx);
 
 	if (vs) {
@@ -243,10 +246,22 @@ static __always_inline int drop_unusable(__u32 slot, const struct backend *be,
 	return count_drop(cnt, CNT_DROP_INTERNAL);
 }
 
+/* A non-SYN TCP packet that missed the table: its flow's state was lost. Counted globally
+ * and for its VIP. */
+static __always_inline void count_miss_nonsyn(__u32 vip_num, struct lb_counters *cnt)
+{
+	struct lb_vip_stats *vs = vip_stats.lookup(&vip_num);
+
+	cnt->n[CNT_CT_MISS_NONSYN]++;
+	if (vs)
+		vs->ct_miss_nonsyn++;
+}
+
 /* Pick stage 4: a fresh decision by the ring slot (read now unless stage 2 did), remembered
  * in the flow's way of the table when the VIP uses it (conntable.h's ct_decide). */
-static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6, __u8 proto,
-					const struct vip_meta *vip, struct lb_counters *cnt)
+static __always_inline int pick_by_ring(const struct packet *p, struct pick *k, const void *flow,
+					int v6, __u8 proto, const struct vip_meta *vip,
+					struct lb_counters *cnt)
 {
 	struct backend *be;
 	__u32 idx;
@@ -259,6 +274,8 @@ static __always_inline int pick_by_ring(struct pick *k, const void *flow, int v6
 		return drop_unusable(k->slot, be, cnt);
 	if (k->set) {
 		cnt->n[CNT_CT_MISS]++;
+		if (proto == IPPROTO_TCP && !p->is_syn)
+			count_miss_nonsyn(vip->vip_num, cnt);
 		ct_decide(k->set, k->way, flow, v6, idx, proto);
 	}
 	k->idx = idx;
@@ -323,9 +340,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, const s
 				   struct lb_counters *cnt)
 {
 	int overhead = be->flags & F_BACKEND_IPV6 ? LB_ENCAP_V6_LEN : LB_ENCAP_V4_LEN;
+	int trailer = p->frame_len - p->l2_len - p->encap.inner_len;
 	void *data, *end;
 	int err;
 
+	/* Bytes after the IP packet (Ethernet padding, garbage) are not sent on. */
+	if (trailer > 0 && bpf_xdp_adjust_tail(ctx, -trailer))
+		return count_drop(cnt, CNT_DROP_ENCAP_FAILED);
 	if (p->encap.inner_len + overhead > cfg->mtu)
 		return too_big(ctx, p, cfg->mtu - overhead, cnt);
 	if (bpf_xdp_adjust_head(ctx, -overhead))
@@ -365,7 +386,7 @@ static __always_inline int pick_and_forward(struct xdp_md *ctx, struct packet *p
 	if (verdict == LB_CONTINUE)
 		verdict = pick_by_conn_table(p, &k, flow, v6, proto, cnt);
 	if (verdict == LB_CONTINUE)
-		verdict = pick_by_ring(&k, flow, v6, proto, vip, cnt);
+		verdict = pick_by_ring(p, &k, flow, v6, proto, vip, cnt);
 	if (verdict != LB_PICKED)
 		return verdict;
 	return forward(ctx, p, vip, k.idx, k.be, k.cfg, cnt);
@@ -417,25 +438,35 @@ static __always_inline __u32 l4_header_len(__u8 proto)
 	return proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
 }
 
-/* Ports (and SYN) of a TCP/UDP header at the cursor; -1 if truncated. The caller
- * has checked that the header lies inside the IP packet, not just the frame. */
-static __always_inline int parse_ports(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport,
-				       __u8 *is_syn)
+/* Ports (and SYN) of a TCP/UDP header at the cursor, checked against `l4_len`, the IP
+ * payload's length: 0, CNT_DROP_L4_TRUNCATED (the header is cut by the frame or the IP
+ * packet) or CNT_DROP_L4_MALFORMED (a TCP data offset below 5 or past the payload; a UDP
+ * length below 8 or past the payload). */
+static __always_inline int parse_ports(struct cursor *c, __u8 proto, __u32 l4_len,
+				       __be16 *sport, __be16 *dport, __u8 *is_syn)
 {
+	if (l4_len < l4_header_len(proto))
+		return CNT_DROP_L4_TRUNCATED;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *tcp;
 
 		if (parse_tcphdr(c, &tcp))
-			return -1;
+			return CNT_DROP_L4_TRUNCATED;
+		if (tcp->doff < 5 || tcp->doff * 4 > l4_len)
+			return CNT_DROP_L4_MALFORMED;
 		*sport = tcp->source;
 		*dport = tcp->dest;
 		*is_syn = tcp->syn && !tcp->ack;
 		return 0;
 	}
 	struct udphdr *udp;
+	__u16 udp_len;
 
 	if (parse_udphdr(c, &udp))
-		return -1;
+		return CNT_DROP_L4_TRUNCATED;
+	udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) || udp_len > l4_len)
+		return CNT_DROP_L4_MALFORMED;
 	*sport = udp->source;
 	*dport = udp->dest;
 	*is_syn = 0;
@@ -443,7 +474,7 @@ static __always_inline int parse_ports(struct cursor *c, __u8 proto, __be16 *spo
 }
 
 /* Rare path: is an unusual IPv4 packet's destination a VIP address, and if so why is it refused? */
-static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_truncated,
+static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_reason,
 				      struct lb_counters *cnt)
 {
 	struct vip_key_v4 marker = { .addr = ip->daddr };
@@ -460,8 +491,8 @@ static __always_inline int unusual_v4(struct iphdr *ip, int bad_length, int l4_t
 		return count_drop(cnt, CNT_DROP_TTL_EXPIRED);
 	if (ip->protocol == IPPROTO_ICMP)
 		return count_pass(cnt, CNT_PASS_ICMP);
-	if (l4_truncated)
-		return count_drop(cnt, CNT_DROP_L4_TRUNCATED);
+	if (l4_reason)
+		return count_drop(cnt, l4_reason);
 	return count_pass(cnt, CNT_PASS_NOT_VIP);
 }
 
@@ -473,7 +504,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	struct flow_v4 flow;
 	__u32 slot, *maybe_vip;
 	__u16 tot_len;
-	int bad_length;
+	int bad_length, l4_reason;
 
 	if (parse_iphdr(c, &ip) || ip->version != 4 || ip->ihl < 5)
 		return count_pass(cnt, CNT_PASS_L3_MALFORMED);
@@ -493,9 +524,10 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 	flow.dst = ip->daddr;
 	flow.proto = ip->protocol;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (tot_len < sizeof(*ip) + l4_header_len(flow.proto) ||
-	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
-		return unusual_v4(ip, 0, 1, cnt);
+	l4_reason = parse_ports(c, flow.proto, tot_len - sizeof(*ip), &flow.sport, &flow.dport,
+				&p->is_syn);
+	if (l4_reason)
+		return unusual_v4(ip, 0, l4_reason, cnt);
 
 	vip = find_vip_v4(flow.dst, flow.dport, flow.proto);
 	if (!vip) {
@@ -511,7 +543,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct cursor *c, stru
 }
 
 /* Rare path for IPv6, as unusual_v4. */
-static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l4_truncated,
+static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l4_reason,
 				      struct lb_counters *cnt)
 {
 	struct vip_key_v6 marker = {};
@@ -536,8 +568,8 @@ static __always_inline int unusual_v6(struct ipv6hdr *ip6, int bad_length, int l
 	case IPPROTO_MH:
 		return count_drop(cnt, CNT_DROP_IPV6_EXT_HEADER);
 	}
-	if (l4_truncated)
-		return count_drop(cnt, CNT_DROP_L4_TRUNCATED);
+	if (l4_reason)
+		return count_drop(cnt, l4_reason);
 	return count_pass(cnt, CNT_PASS_NOT_VIP);
 }
 
@@ -549,7 +581,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	struct flow_v6 flow;
 	__u32 slot, folded, addr_word, *maybe_vip;
 	__u16 payload_len;
-	int bad_length;
+	int bad_length, l4_reason;
 
 	if (parse_ipv6hdr(c, &ip6) || ip6->version != 6)
 		return count_pass(cnt, CNT_PASS_L3_MALFORMED);
@@ -569,9 +601,9 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct cursor *c, stru
 	__builtin_memcpy(flow.src, ip6->saddr.in6_u.u6_addr32, sizeof(flow.src));
 	flow.proto = ip6->nexthdr;
 	flow.pad0[0] = flow.pad0[1] = flow.pad0[2] = 0;
-	if (payload_len < l4_header_len(flow.proto) ||
-	    parse_ports(c, flow.proto, &flow.sport, &flow.dport, &p->is_syn))
-		return unusual_v6(ip6, 0, 1, cnt);
+	l4_reason = parse_ports(c, flow.proto, payload_len, &flow.sport, &flow.dport, &p->is_syn);
+	if (l4_reason)
+		return unusual_v6(ip6, 0, l4_reason, cnt);
 
 	addr_word = vip_addr_word_v6(flow.dst);
 	vip = find_vip_v6(flow.dst, addr_word, flow.dport, flow.proto);

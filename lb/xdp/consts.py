@@ -47,6 +47,8 @@ class Counter(enum.IntEnum):
     DROP_ICMP_RATE_LIMITED = 22
     CT_SETTLED = 23
     DROP_INTERNAL = 24
+    DROP_L4_MALFORMED = 25
+    CT_MISS_NONSYN = 26
 
 
 COUNTER_SLOTS = len(Counter)

@@ -41,7 +41,8 @@ static __always_inline int icmp_unicast_v6(const __be32 *addr)
 }
 
 /* Whether an IPv4 frame is due a "fragmentation needed": DF set (without it the source
- * allows fragments, which are not made here), from a unicast source to our unicast MAC. */
+ * allows fragments, which are not made here), from a unicast source to our unicast MAC,
+ * sent from a unicast MAC (the reply goes to it: never to a group address). */
 static __always_inline int icmp_due_v4(struct xdp_md *ctx, int l2_len)
 {
 	void *data = (void *)(long)ctx->data;
@@ -51,11 +52,11 @@ static __always_inline int icmp_due_v4(struct xdp_md *ctx, int l2_len)
 	if (data + l2_len + LB_ICMP_QUOTE_V4 > end)
 		return 0;
 	return (ip->frag_off & bpf_htons(LB_IP_DF)) && icmp_unicast_v4(ip->saddr) &&
-	       !(((__u8 *)data)[0] & 1);
+	       !(((__u8 *)data)[0] & 1) && !(((__u8 *)data)[ETH_ALEN] & 1);
 }
 
 /* Whether an IPv6 frame is due a "packet too big" naming `mtu`: a unicast source, our
- * unicast MAC, an MTU the source will act on, and enough bytes to quote. */
+ * unicast MAC, a unicast source MAC, an MTU the source will act on, and enough bytes to quote. */
 static __always_inline int icmp_due_v6(struct xdp_md *ctx, int l2_len, __u32 mtu)
 {
 	void *data = (void *)(long)ctx->data;
@@ -64,7 +65,8 @@ static __always_inline int icmp_due_v6(struct xdp_md *ctx, int l2_len, __u32 mtu
 
 	if (data + l2_len + LB_ICMP_QUOTE_V6 > end || mtu < LB_IPV6_MIN_MTU)
 		return 0;
-	return icmp_unicast_v6(ip6->saddr.in6_u.u6_addr32) && !(((__u8 *)data)[0] & 1);
+	return icmp_unicast_v6(ip6->saddr.in6_u.u6_addr32) && !(((__u8 *)data)[0] & 1) &&
+	       !(((__u8 *)data)[ETH_ALEN] & 1);
 }
 
 /* Turn an IPv4 frame (icmp_due_v4) into "fragmentation needed, next-hop MTU `mtu`";

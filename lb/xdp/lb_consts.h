@@ -223,5 +223,11 @@ _Static_assert(LB_CT_SIZE >= 2 * LB_CT_WAYS && (LB_CT_SIZE & (LB_CT_SIZE - 1)) =
  * missing; a ring slot naming a backend index past the backends map or an empty backend
  * slot): a bug or a half-written state, never a VIP without backends. */
 #define CNT_DROP_INTERNAL 24
+/* Drop: a TCP data offset below 5 or past the IP payload, or a UDP length below 8 or past
+ * the IP payload, to a VIP address. */
+#define CNT_DROP_L4_MALFORMED 25
+/* Non-SYN TCP packets of a VIP using the connection table that missed it (took a fresh ring
+ * decision): flows that lost their state (an ECMP change, a restart, an eviction). */
+#define CNT_CT_MISS_NONSYN 26
 /* Number of counter slots. */
-#define CNT_MAX 25
+#define CNT_MAX 27

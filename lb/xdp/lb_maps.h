@@ -57,7 +57,7 @@ LB_MAP_FLAGS("array", __u32, struct ct_set_v6, ct_v6, LB_CT_CPUS * LB_CT_SETS, B
 LB_MAP("percpu_array", __u32, struct lb_counters, counters, 1);
 
 /* Per-VIP packets and bytes, by vip_num. */
-LB_MAP("percpu_array", __u32, struct lb_stats, vip_stats, LB_MAX_VIPS);
+LB_MAP("percpu_array", __u32, struct lb_vip_stats, vip_stats, LB_MAX_VIPS);
 
 /* Per-backend packets and bytes, by backend index. */
 LB_MAP("percpu_array", __u32, struct lb_stats, backend_stats, LB_MAX_BACKENDS);

@@ -137,6 +137,14 @@ struct lb_stats {
 	__u64 bytes;
 };
 
+/* A VIP's totals (per CPU): what was sent, and its non-SYN TCP packets that missed the
+ * connection table (CNT_CT_MISS_NONSYN, for this VIP). */
+struct lb_vip_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 ct_miss_nonsyn;
+};
+
 /* The global counters of one CPU, indexed by CNT_*. */
 struct lb_counters {
 	__u64 n[CNT_MAX];

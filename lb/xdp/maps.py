@@ -259,6 +259,10 @@ class Dataplane(RingMaps, ConnTableMaps):
         """(packets, bytes) sent for a VIP, summed over CPUs."""
         return self._stats("vip_stats", vip_num)
 
+    def vip_ct_miss_nonsyn(self, vip_num: int) -> int:
+        """Non-SYN TCP packets of a VIP that missed the connection table, summed over CPUs."""
+        return sum(c.ct_miss_nonsyn for c in self.program.table("vip_stats")[_U32(vip_num)])
+
     def backend_stats(self, index: int) -> tuple[int, int]:
         """(packets, bytes) sent to a backend, summed over CPUs."""
         return self._stats("backend_stats", index)

@@ -132,6 +132,12 @@ class LbStats(ctypes.Structure):
     _fields_ = [("packets", u64), ("bytes", u64)]
 
 
+class LbVipStats(ctypes.Structure):
+    """struct lb_vip_stats { u64 packets; u64 bytes; u64 ct_miss_nonsyn; }"""
+
+    _fields_ = [("packets", u64), ("bytes", u64), ("ct_miss_nonsyn", u64)]
+
+
 class LbCounters(ctypes.Structure):
     """struct lb_counters { u64 n[CNT_MAX]; }"""
 
@@ -162,7 +168,7 @@ MAP_LAYOUTS: dict[str, tuple[Key, Key]] = {
     "ct_v4": (u32, CtSetV4),
     "ct_v6": (u32, CtSetV6),
     "counters": (u32, LbCounters),
-    "vip_stats": (u32, LbStats),
+    "vip_stats": (u32, LbVipStats),
     "backend_stats": (u32, LbStats),
     "icmp_budget": (u32, u64),
 }

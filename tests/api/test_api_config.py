@@ -77,8 +77,6 @@ def test_matched_vips_keep_their_ids_others_come_and_go(api, api_lab: VethLab) -
 BROKEN = [
     ("weight 0 deep inside", lambda d: d["vips"][1]["backends"][1].update(weight=0),
      "vips.1.backends.1.weight"),
-    ("IPv4 backend of an IPv6 VIP", lambda d: d["vips"][2]["backends"].append(
-        {"address": "10.1.0.2", "weight": 1}), "backends[1].address"),
     ("VIP listed twice", lambda d: d["vips"].append(dict(d["vips"][0])), "vips[3]"),
     ("backend listed twice", lambda d: d["vips"][0]["backends"].append(
         dict(d["vips"][0]["backends"][0])), "backends[2].address"),

@@ -18,8 +18,9 @@ FLOWS = 150
 
 
 @pytest.mark.parametrize(("vip_family", "backend_family", "protocol"),
-                         [(4, 4, "udp"), (4, 6, "tcp"), (6, 6, "udp"), (6, 6, "tcp")],
-                         ids=["4in4-udp", "4in6-tcp", "6in6-udp", "6in6-tcp"])
+                         [(4, 4, "udp"), (4, 6, "tcp"), (6, 6, "udp"), (6, 6, "tcp"),
+                          (6, 4, "tcp")],
+                         ids=["4in4-udp", "4in6-tcp", "6in6-udp", "6in6-tcp", "6in4-tcp"])
 def test_each_flow_reaches_the_backend_the_configuration_names_encapsulated(
         api, lb_api, api_lab: VethLab, vip_family: int, backend_family: int, protocol: str) -> None:
     lab = api_lab

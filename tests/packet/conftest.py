@@ -144,8 +144,13 @@ class Rig:
         return self._test_run(self.program.fd, frame)
 
     def counters(self) -> dict[str, int]:
-        """The global counters that are not zero (tests start from all zero)."""
-        return {k: v for k, v in self.dp.counters().items() if v}
+        """The global counters that are not zero (tests start from all zero), but for
+        ct_miss_nonsyn (a non-SYN TCP miss: also a ct_miss), read by `lost_state`."""
+        return {k: v for k, v in self.dp.counters().items() if v and k != "ct_miss_nonsyn"}
+
+    def lost_state(self) -> int:
+        """The global ct_miss_nonsyn: non-SYN TCP packets that missed the table."""
+        return self.dp.counters()["ct_miss_nonsyn"]
 
     def reset(self) -> None:
         """Zero counters and stats, empty the connection tables, refill the ICMP reply
@@ -226,7 +231,8 @@ class Rig:
         The backend is `backend` if given (a connection-table test pins it), else the
         slot of the VIP's ring that lb.xdp.flowhash.flow_hash names. Checks: L2 header
         (next hop, own MAC, VLAN tag kept), every outer header field, and that what
-        follows the outer header is the input's IP packet (and padding) byte for byte.
+        follows the outer header is the input's IP packet byte for byte, and nothing more
+        (Ethernet padding or other bytes after the IP packet are not sent on).
         """
         cfg = self.config
         inner = inner_of(frame)
@@ -238,7 +244,8 @@ class Rig:
         v6_outer = daddr.version == 6
         overhead = 40 if v6_outer else 20
         l2 = inner.l2_len
-        assert len(out) == len(frame) + overhead, "frame did not grow by the outer header"
+        assert len(out) == l2 + overhead + inner.length, \
+            "frame is not the IP packet under the outer header"
 
         eth = Ether(out)
         assert eth.dst == NEXT_HOP_MAC and eth.src == LB_MAC, "Ethernet addresses"
@@ -269,7 +276,7 @@ class Rig:
         assert src == outer_source(prefix, f.src, f.sport), "outer source"
         assert src in prefix, "outer source outside the encap prefix"
         assert ip(o.dst) == daddr, f"outer destination: ring says backend {index}"
-        assert out[l2 + overhead:] == frame[l2:], "inner packet not byte-identical"
+        assert out[l2 + overhead:] == frame[l2:l2 + inner.length], "inner packet not byte-identical"
         return index
 
     # --- reporting --------------------------------------------------------------------

@@ -147,6 +147,35 @@ def test_a_frame_sent_to_a_group_mac_gets_no_reply(rig):
     assert rig.counters() == DROPPED
 
 
+@pytest.mark.parametrize("layers", [v4(flags=DF) / tcp(), v6() / tcp(443)], ids=["v4", "v6"])
+@pytest.mark.parametrize("mac", [b"\xff" * 6, b"\x01\x00\x5e\x00\x00\x05", b"\x33\x33\0\0\0\1"],
+                         ids=["broadcast", "v4-multicast", "v6-multicast"])
+def test_a_frame_from_a_group_source_mac_gets_no_reply(rig, layers, mac):
+    frame = bytearray(big(layers, 1481 if layers.version == 4 else 1461))
+    frame[6:12] = mac  # the reply would go to a group address
+    assert rig.run(bytes(frame)).verdict == XDP_DROP
+    assert rig.counters() == DROPPED
+
+
+def test_trailing_bytes_are_not_counted_against_the_mtu(rig):
+    # 1480 + 20 fits the MTU of 1500; the 100 bytes after the IP packet are not sent.
+    frame = big(v4(flags=DF) / tcp(), 1480) + b"\xee" * 100
+    result = rig.run(frame)
+    assert result.verdict == XDP_TX
+    assert rig.counters() == {"tx": 1, "ct_miss": 1}
+    assert len(result.frame) == 14 + 20 + 1480, "the trailer was sent on"
+
+
+def test_what_is_sent_fits_the_mtu_whatever_trails_the_ip_packet(rig):
+    # The case: 1,380 + 20 bytes fit an MTU of 1,400; with 100 trailing bytes sent
+    # along, the L3 packet leaving would have been 1,500 bytes.
+    with rig.configured(mtu=1400):
+        frame = big(v4(flags=DF) / tcp(), 1380) + b"\xee" * 100
+        result = rig.run(frame)
+        assert result.verdict == XDP_TX
+        assert len(result.frame) - 14 == 1400, "the L3 packet sent exceeds the MTU"
+
+
 def test_no_ipv6_reply_names_an_mtu_under_1280(rig):
     # 1300 - 40 = 1260: IPv6 sources ignore it (RFC 8201), so it is dropped, not answered.
     with rig.configured(mtu=1300):

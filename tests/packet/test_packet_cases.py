@@ -228,6 +228,11 @@ def _v6_truncated_l4(dst: str, proto: int, n: int) -> bytes:
     return bytes(eth() / v6(dst, nh=proto) / Raw(hdr))
 
 
+def _l4_field(frame: bytes, l3_len: int, offset: int, value: bytes) -> bytes:
+    """`frame` (untagged) with bytes at `offset` of its L4 header replaced."""
+    return patch(frame, 14 + l3_len + offset, value)
+
+
 def _v4_tot_len(dst: str, tot_len: int) -> bytes:
     return patch(bytes(eth() / v4(dst) / tcp()), 16, tot_len.to_bytes(2, "big"))
 
@@ -247,6 +252,29 @@ REFUSED = [
      lambda d: _v6_truncated_l4(d, 6, 19), 6, "drop_l4_truncated"),
     ("v6-udp-truncated", "UDP header of 7 bytes",
      lambda d: _v6_truncated_l4(d, 17, 7), 6, "drop_l4_truncated"),
+    ("v4-tcp-doff-4", "TCP data offset 4 (< 5)",
+     lambda d: _l4_field(bytes(eth() / v4(d) / tcp()), 20, 12, b"\x40"), 4, "drop_l4_malformed"),
+    ("v4-tcp-doff-past-segment", "TCP data offset 15 (60 bytes) in a 24-byte segment",
+     lambda d: _l4_field(bytes(eth() / v4(d) / tcp(payload=b"abcd")), 20, 12, b"\xf0"), 4,
+     "drop_l4_malformed"),
+    ("v6-tcp-doff-0", "TCP data offset 0",
+     lambda d: _l4_field(bytes(eth() / v6(d) / tcp(443)), 40, 12, b"\x00"), 6,
+     "drop_l4_malformed"),
+    ("v6-tcp-doff-past-segment", "TCP data offset 6 in a 20-byte segment",
+     lambda d: _l4_field(bytes(eth() / v6(d) / tcp(443, payload=b"")), 40, 12, b"\x60"), 6,
+     "drop_l4_malformed"),
+    ("v4-udp-len-7", "UDP length 7 (< 8)",
+     lambda d: _l4_field(bytes(eth() / v4(d) / udp()), 20, 4, b"\x00\x07"), 4,
+     "drop_l4_malformed"),
+    ("v4-udp-len-past-payload", "UDP length 200 in a 13-byte IP payload",
+     lambda d: _l4_field(bytes(eth() / v4(d) / udp()), 20, 4, b"\x00\xc8"), 4,
+     "drop_l4_malformed"),
+    ("v6-udp-len-0", "UDP length 0 (no jumbograms here)",
+     lambda d: _l4_field(bytes(eth() / v6(d) / udp()), 40, 4, b"\x00\x00"), 6,
+     "drop_l4_malformed"),
+    ("v6-udp-len-past-payload", "UDP length one past the IPv6 payload",
+     lambda d: _l4_field(bytes(eth() / v6(d) / udp()), 40, 4,
+                         (len(bytes(udp())) + 1).to_bytes(2, "big")), 6, "drop_l4_malformed"),
     ("v4-options", "IPv4 with a record-route option (IHL 6)",
      lambda d: bytes(eth() / v4(d, options=[IPOption_RR()]) / tcp()), 4, "drop_ipv4_options"),
     ("v4-first-fragment", "IPv4 first fragment (MF, offset 0)",
@@ -324,6 +352,10 @@ def test_packet_case(rig, case: Case) -> None:
             assert verdict not in ("TX", "REDIRECT"), "a malformed frame was sent on"
         assert verdict == case.verdict, "verdict"
         assert rig.counters() == case.counters, "counters"
+        l4 = Ether(case.frame).getlayer(TCP)
+        lost = int(case.counters.get("ct_miss", 0) == 1 and l4 is not None and
+                   not (l4.flags.S and not l4.flags.A))
+        assert rig.lost_state() == lost, "ct_miss_nonsyn: a non-SYN TCP table miss"
         vip_totals, backend_totals = rig.stats_totals()
         if case.vip is not None:
             index = rig.check_forwarded(case.frame, result.frame, case.vip)

@@ -72,6 +72,27 @@ def test_second_packet_of_a_flow_hits_the_connection_table(rig, vip: str) -> Non
 
 
 @pytest.mark.parametrize("vip, port", [("v4tcp", 80), ("v6tcp", 443)])
+def test_a_non_syn_tcp_packet_missing_the_table_counts_as_lost_state(rig, vip: str,
+                                                                     port: int) -> None:
+    """ct_miss_nonsyn (global and the VIP's) moves for a non-SYN TCP miss only: not for a
+    SYN, a hit, or UDP."""
+    build = v4 if vip == "v4tcp" else v6
+    num = rig.vip_num(vip)
+    syn = bytes(eth() / build() / tcp(port, sport=41000, flags="S", payload=b""))
+    forwarded(rig, syn, vip, title="SYN: a miss, no state lost")
+    forwarded(rig, bytes(eth() / build() / tcp(port, sport=41000)), vip, title="hit")
+    assert (rig.lost_state(), rig.dp.vip_ct_miss_nonsyn(num)) == (0, 0)
+    ack = bytes(eth() / build() / tcp(port, sport=41001))
+    forwarded(rig, ack, vip, title="an ACK of a flow the table does not hold")
+    assert rig.counters() == {"tx": 3, "ct_miss": 2, "ct_hit": 1}
+    assert (rig.lost_state(), rig.dp.vip_ct_miss_nonsyn(num)) == (1, 1)
+    udp_vip = "v4udp" if vip == "v4tcp" else "v6udp"
+    forwarded(rig, bytes(eth() / build() / udp()), udp_vip, title="UDP miss")
+    assert rig.lost_state() == 1
+    assert rig.dp.vip_ct_miss_nonsyn(rig.vip_num(udp_vip)) == 0
+
+
+@pytest.mark.parametrize("vip, port", [("v4tcp", 80), ("v6tcp", 443)])
 def test_established_flow_keeps_its_backend_when_the_ring_changes(rig, vip: str,
                                                                   port: int) -> None:
     """Non-SYN packets follow the table to the old backend; a SYN takes the new ring."""

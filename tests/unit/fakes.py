@@ -23,7 +23,8 @@ TEST_ONLY = frozenset({"snapshot", "fail_ring_write"})
 
 class RecordingDataplane:
     """Keeps what would be in the maps, in dicts; reads back like Dataplane. Counters and
-    stats are whatever a test puts in `counter_values`, `vip_traffic`, `backend_traffic`."""
+    stats are whatever a test puts in `counter_values`, `vip_traffic`, `vip_misses`,
+    `backend_traffic`."""
 
     def __init__(self, sizes: Sizes) -> None:
         self.sizes = sizes
@@ -36,6 +37,7 @@ class RecordingDataplane:
         self.conn: dict[tuple, int] = {}
         self.counter_values: dict[str, int] = {c.name.lower(): 0 for c in Counter}
         self.vip_traffic: dict[int, tuple[int, int]] = {}
+        self.vip_misses: dict[int, int] = {}
         self.backend_traffic: dict[int, tuple[int, int]] = {}
 
     def snapshot(self) -> dict[str, object]:
@@ -133,6 +135,9 @@ class RecordingDataplane:
 
     def vip_stats(self, vip_num: int) -> tuple[int, int]:
         return self.vip_traffic.get(vip_num, (0, 0))
+
+    def vip_ct_miss_nonsyn(self, vip_num: int) -> int:
+        return self.vip_misses.get(vip_num, 0)
 
     def backend_stats(self, index: int) -> tuple[int, int]:
         return self.backend_traffic.get(index, (0, 0))

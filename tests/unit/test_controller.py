@@ -12,7 +12,7 @@ import pytest
 from fakes import FailingDataplane
 
 from lb.control.controller import Controller
-from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
+from lb.control.errors import AlreadyExists, CapacityError, NotFound
 from lb.control.model import BackendSpec, ConfigDocument, VipSpec
 from lb.control.service import Balancer
 from lb.control.store import Store
@@ -209,7 +209,6 @@ def populated(ctl):
     (lambda c, v4, v6: c.remove_backend(v6.id, ip("10.1.0.1")), NotFound),
     (lambda c, v4, v6: c.create_vip(vip(flags=["no_conn_table"])), AlreadyExists),
     (lambda c, v4, v6: c.add_backend(v4.id, backend("10.1.0.2", 5)), AlreadyExists),
-    (lambda c, v4, v6: c.add_backend(v6.id, backend("10.1.0.9")), InvalidInput),
     (lambda c, v4, v6: c.replace(document(*[
         {"address": "10.0.0.1", "port": 80,
          "backends": [{"address": f"10.1.1.{i}"} for i in range(6)]}])), CapacityError),
@@ -234,10 +233,12 @@ def test_a_vip_over_capacity_is_refused_and_its_id_is_not_consumed(ctl, dp, path
     assert ctl.create_vip(vip("10.0.0.4")).id == third.id + 1
 
 
-def test_invalid_input_names_the_field(ctl, populated):
+def test_an_ipv6_vip_takes_an_ipv4_backend(ctl, dp, populated):
+    # 6in4: the IPv6 VIP's packets go to the IPv4 backend under an IPv4 outer header.
     _, v6 = populated
-    with pytest.raises(InvalidInput, match="address: .*IPv6 VIP needs IPv6 backends"):
-        ctl.add_backend(v6.id, backend("10.1.0.9"))
+    ctl.add_backend(v6.id, backend("10.1.0.9"))
+    assert [b.address for b in ctl.get_vip(v6.id).backends] == [ip("2001:db8::10"),
+                                                                 ip("10.1.0.9")]
 
 
 # --- a kernel that fails mid-change ------------------------------------------------------

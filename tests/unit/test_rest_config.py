@@ -64,7 +64,6 @@ INVALID = [
     ({"vips": [{**vip_doc("10.100.0.9", 80), "backends": [{"address": "10.1.0.2"},
                                                           {"address": "10.1.0.2"}]}]},
      "backends[1].address"),
-    ({"vips": [vip_doc("fd00:100::9", 80, {"10.1.0.2": 1})]}, "backends[0].address"),
     ({"vips": [vip_doc("10.100.0.9", 80, mode="fast")]}, "vips.0.mode"),
     ({"vip": []}, "vip"),
 ]

@@ -62,11 +62,13 @@ def test_readyz_is_503_with_the_problems_when_not_ready(rest: Rest) -> None:
 
 
 def test_stats_group_the_kernels_counters(rest: Rest) -> None:
-    rest.kernel.counter_values.update(tx=7, ct_miss=3, drop_no_backend=2, pass_not_ip=5)
+    rest.kernel.counter_values.update(tx=7, ct_miss=3, drop_no_backend=2, pass_not_ip=5,
+                                      ct_miss_nonsyn=1, drop_l4_malformed=4)
     stats = check(rest.client.get("/stats"), 200)
     assert set(stats) == {"totals", "conn_table", "pass_reasons", "drop_reasons"}
     assert (stats["totals"]["tx"], stats["conn_table"]["miss"],
             stats["drop_reasons"]["no_backend"], stats["pass_reasons"]["not_ip"]) == (7, 3, 2, 5)
+    assert (stats["conn_table"]["miss_nonsyn"], stats["drop_reasons"]["l4_malformed"]) == (1, 4)
 
 
 def test_vip_stats_give_each_backends_traffic_and_ring_slots(rest: Rest) -> None:
@@ -75,10 +77,12 @@ def test_vip_stats_give_each_backends_traffic_and_ring_slots(rest: Rest) -> None
     first, second = (rest.controller.balancer.backend_index(ipaddress.ip_address(a))
                      for a in ("10.1.0.2", "10.1.0.3"))
     rest.kernel.vip_traffic[num] = (10, 1000)
+    rest.kernel.vip_misses[num] = 3
     rest.kernel.backend_traffic[second] = (4, 400)
     stats = check(rest.client.get(f"/vips/{vip_id}/stats"), 200)
     ring = rest.kernel.read_ring(num)
-    assert stats == {"id": vip_id, "packets": 10, "bytes": 1000, "ring_size": len(ring),
+    assert stats == {"id": vip_id, "packets": 10, "bytes": 1000, "ct_miss_nonsyn": 3,
+                     "ring_size": len(ring),
                      "backends": [
                          {"address": "10.1.0.2", "weight": 1, "packets": 0, "bytes": 0,
                           "ring_slots": ring.count(first)},
@@ -92,11 +96,16 @@ def test_metrics_expose_the_kernel_counters_and_requests_by_route(rest: Rest) ->
     vip_id = create_vip(rest.client, "10.100.0.5", 80, backends={"10.1.0.2": 1})
     check(rest.client.get(f"/vips/{vip_id}/backends"), 200)
     rest.kernel.vip_traffic[rest.vip_num("10.100.0.5", 80)] = (9, 900)
+    rest.kernel.vip_misses[rest.vip_num("10.100.0.5", 80)] = 2
+    rest.kernel.counter_values.update(ct_miss_nonsyn=2, drop_l4_malformed=1)
     response = rest.client.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert 'lb_vip_packets_total{vip="10.100.0.5:80/tcp"} 9.0' in text, text
+    assert 'lb_vip_ct_miss_nonsyn_total{vip="10.100.0.5:80/tcp"} 2.0' in text, text
+    assert 'lb_conn_table_total{result="miss_nonsyn"} 2.0' in text, text
+    assert 'lb_drop_reasons_total{reason="l4_malformed"} 1.0' in text, text
     assert 'lb_backends{state="unknown"} 1.0' in text, text
     # Requests are counted by route template, not by path (ids stay out of the labels).
     assert 'route="/vips/{vip_id}/backends",status="200"' in text, text
