@@ -36,7 +36,7 @@ from lb.control.service import Balancer, VipTarget
 from lb.control.settler import Settler
 from lb.control.store import RowWriter as Transaction
 from lb.control.store import StateStore
-from lb.xdp.types import VipKey
+from lb.xdp.types import Flow, VipKey
 
 log = logging.getLogger("lb.controller")
 
@@ -86,6 +86,8 @@ class Controller:
         # Checked backends that the adopted kernel state had out of their VIP's ring: until
         # their first verdict they stay out (a restart must not send flows to a dead backend).
         self._found_out: set[Target] = set()
+        # Runs a flow's packet through the program for traces (None: traces say no verdict).
+        self.simulator: observed.FlowSimulator | None = None
         for v in self.vips.values():
             adopted = balancer.vips.get(v.key)
             if v.check is None or adopted is None or not adopted.backends:
@@ -651,6 +653,15 @@ class Controller:
         with self.lock:
             return observed.backend_statuses(self.balancer, self.get_vip(vip_id), self._state,
                                              self.monitor, conn_entries)
+
+    def trace(self, flow: Flow, syn: bool = False) -> dict[str, object]:
+        """Why `flow` goes where it goes, and the program's verdict on one of its packets
+        (lb.control.observed.trace); changes nothing the running program uses."""
+        if self.simulator is not None:
+            self.simulator.prepare()  # a first compile, outside the lock
+        with self.lock:
+            return observed.trace(self.balancer, self.vips.values(), flow, syn, self._state,
+                                  self.simulator)
 
     def check_schedule(self) -> list[dict[str, object]]:
         """Each probe with the start times of its last checks."""

@@ -132,6 +132,11 @@ class Simulator:
             self._program.close()
             self._program = None
 
+    def prepare(self) -> None:
+        """Compile and load the private instance now if not yet done (about 2 s)."""
+        with self._lock:
+            self._instance()
+
     def _instance(self) -> loader.Program:
         if self._program is None:
             live = self.live.program

@@ -23,6 +23,7 @@ ENDPOINTS = {
     "/fleet": {"get"},
     "/vips/{vip_id}/stats": {"get"},
     "/config": {"get", "put"},
+    "/trace": {"get"},
     "/backends/{address}": {"patch", "delete"},
     "/metrics": {"get"},
 }
