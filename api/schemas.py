@@ -9,7 +9,7 @@ only as answers: its Read schemas are defined here. Every route answers one of t
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -280,3 +280,12 @@ class Trace(_Read):
     verdicts: list[TraceVerdict]
     simulated: bool = Field(description="whether `verdicts` come from the program (False: "
                             "no simulator, e.g. a daemon without a data plane)")
+
+
+# --- events (GET /events) -------------------------------------------------------------------
+class Events(_Read):
+    """GET /events: events after the cursor, and the cursor to ask with next. Each event has
+    `seq`, `time`, `kind` and the kind's fields (docs/api.md#events)."""
+
+    events: list[dict[str, Any]]
+    next: int

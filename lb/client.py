@@ -333,6 +333,12 @@ class Client:
         # The first trace compiles the simulator (seconds): wait longer than for a read.
         return self.call("GET", "/trace", params=params, timeout=max(self.timeout, 30.0))
 
+    def events(self, since: int = 0, wait: float = 0.0) -> dict[str, Any]:
+        """GET /events: the events after cursor `since` and the `next` cursor; with none yet,
+        the daemon waits up to `wait` seconds (a long poll)."""
+        return self.call("GET", "/events", params={"since": since, "wait": wait},
+                         timeout=self.timeout + wait)
+
     def fleet(self) -> dict[str, Any]:
         """GET /fleet: every live host's revision and ring digests, and who disagrees."""
         return self.call("GET", "/fleet")

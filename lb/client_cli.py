@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -268,6 +269,25 @@ def cmd_trace(api: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _event_text(e: Mapping[str, Any]) -> str:
+    fields = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "time", "kind"))
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time"]))
+    return f"{e['seq']:>6} {when} {e['kind']:<12} {fields}"
+
+
+def cmd_events(api: Client, args: argparse.Namespace) -> int:
+    """Print the events after --since; with --follow, keep printing new ones as they come
+    (a long poll) until interrupted."""
+    cursor = args.since
+    while True:
+        body = api.events(cursor, wait=25.0 if args.follow else 0.0)
+        for e in body["events"]:
+            print(json.dumps(e) if args.json else _event_text(e), flush=True)
+        cursor = body["next"]
+        if not args.follow:
+            return ExitCode.OK
+
+
 def cmd_fleet_status(api: Client, args: argparse.Namespace) -> int:
     """The fleet's hosts, the revision each applied, and whether their rings agree; exit 1
     when they do not (a host lags behind, or holds another ring)."""
@@ -400,7 +420,7 @@ def _group(sub: argparse._SubParsersAction, name: str, help: str,
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add status, vip, backend, stats, trace, fleet and config to the `lb` parser's subcommands."""
+    """Add status, vip, backend, stats, trace, events, fleet and config to `lb`'s commands."""
     common = _common_options()
 
     _leaf(sub, "status", cmd_status, "is the daemon ready: attached, maps answering",
@@ -478,6 +498,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proto", default="tcp", choices=("tcp", "udp"))
     p.add_argument("--syn", action="store_true", help="trace a TCP SYN (default: an ACK, "
                    "a packet of an established flow)")
+
+    p = _leaf(sub, "events", cmd_events,
+              "the daemon's events: changes (who, revision), health transitions, ring "
+              "rebuilds, starts and reconciles",
+              "  lb events                 the last ones kept (up to 1024)\n"
+              "  lb events --follow        and then new ones as they come\n"
+              "  lb events --since 120 --json\n", common)
+    p.add_argument("--since", type=int, default=0, metavar="SEQ",
+                   help="only events after this seq (default 0: all kept)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
 
     fleet = _group(sub, "fleet", "the balancer hosts sharing this host's desired state (etcd)",
                    "  lb fleet status\n  lb fleet status --json\n")

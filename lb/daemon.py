@@ -218,6 +218,9 @@ def run(settings: Settings) -> None:
         watcher = nexthop.NextHopWatcher(egress.index, next_hop, follow).start()
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
+    controller.events.emit("start", interface=iface.name, netns=settings.netns,
+                           mode=str(runtime.mode), revision=controller.revision,
+                           adopted_vips=runtime.adopted_vips, pin_dir=str(settings.pin_dir))
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = create_app(controller, lambda: runtime.readiness(dataplane), token)

@@ -24,6 +24,7 @@ ENDPOINTS = {
     "/vips/{vip_id}/stats": {"get"},
     "/config": {"get", "put"},
     "/trace": {"get"},
+    "/events": {"get"},
     "/backends/{address}": {"patch", "delete"},
     "/metrics": {"get"},
 }

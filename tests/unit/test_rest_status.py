@@ -36,6 +36,7 @@ ENDPOINTS = {
     "/backends/{address}": {"patch", "delete"},
     "/config": {"get", "put"},
     "/trace": {"get"},
+    "/events": {"get"},
 }
 
 
