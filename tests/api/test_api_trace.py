@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from collections.abc import Iterator
 
+import pytest
 from api_helpers import create_vip, route_flows
 from scapy.layers.inet import TCP
 
@@ -65,7 +68,21 @@ def test_trace_of_a_port_0_vip_matches_the_lab(api_lab, lb_api):
     _check_new_flow(api_lab, lb_api, vip, 8080, 43001, vip_id, "port 0")
 
 
-def test_trace_of_a_flow_to_a_drained_backend_matches_the_lab(api_lab, lb_api):
+@pytest.fixture
+def one_cpu() -> Iterator[int]:
+    """This process on its first CPU only, so that the packets it sends through the veth lab
+    are processed on that CPU (veth delivers on the sender's CPU), whose connection table
+    then holds their flows. Restored afterwards."""
+    saved = os.sched_getaffinity(0)
+    cpu = min(saved)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def test_trace_of_a_flow_to_a_drained_backend_matches_the_lab(api_lab, lb_api, one_cpu):
     vip = api_lab.vips_v4()[0]
     vip_id = create_vip(lb_api, vip, PORT, backends={b.v4: 1 for b in api_lab.backends})
     sport = 44001
@@ -76,6 +93,7 @@ def test_trace_of_a_flow_to_a_drained_backend_matches_the_lab(api_lab, lb_api):
     drained = {b["address"]: b for b in trace["backends"]}[first]
     assert drained["drain"] and drained["state"] == "draining" and not drained["in_ring"]
     holding = {w["cpu"] for w in trace["conn_table"]}
+    assert one_cpu in holding, trace["conn_table"]
     for v in trace["verdicts"]:
         if v["cpu"] in holding:  # the CPU whose table holds the flow keeps it on `first`
             assert v["verdict"] == "tx" and v["outer"]["dst"] == first, v
