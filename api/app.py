@@ -4,7 +4,7 @@ The layer is thin: a route validates (the models of lb.control.model: FastAPI an
 naming the field), makes one controller call and answers a schema of api/schemas.py. Where
 the parts live:
 
-    api/routes/   one router per resource: vips, backends, config, status
+    api/routes/   one router per resource: vips, backends, config, status, fleet, trace, events
     api/deps.py   the controller, readiness and the token check, given to routes
     api/errors.py the one table from domain errors to HTTP statuses
     api/schemas.py the request and response bodies
@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 
 from api import errors
-from api.routes import backends, config, fleet, status, vips
+from api.routes import backends, config, events, fleet, status, trace, vips
 from lb.control import metrics
 from lb.control.controller import Controller
 
@@ -50,7 +50,8 @@ def create_app(controller: Controller, readiness: Callable[[], dict[str, Any]],
     app.state.readiness = readiness
     app.state.token = token
     app.state.registry = registry
-    for router in (status.router, vips.router, backends.router, config.router, fleet.router):
+    for router in (status.router, vips.router, backends.router, config.router, fleet.router,
+                   trace.router, events.router):
         app.include_router(router)
     errors.install(app)
     app.middleware("http")(_count_requests)

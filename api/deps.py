@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from lb.control.controller import Controller
 from lb.control.errors import InvalidInput
+from lb.control.events import ACTOR
 from lb.control.model import Address
 
 # Dependencies are async (they only read app.state): no worker-thread hop per request.
@@ -52,10 +53,15 @@ bearer = HTTPBearer(auto_error=False, description="needed by every change when t
 
 
 async def require_token(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
         token: Annotated[str | None, Depends(get_token)]) -> None:
-    """Let the request through if no token is configured or it carries that very token."""
+    """Let the request through if no token is configured or it carries that very token;
+    the change's events name who made it (lb.control.events.ACTOR): the peer's address,
+    with "(token)" when it showed the token."""
+    peer = request.client.host if request.client else "unknown"
     if token is None:
+        ACTOR.set(peer)
         return
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(),
                                                       token.encode()):
@@ -63,6 +69,7 @@ async def require_token(
                             "a bearer token is required to change state "
                             "(Authorization: Bearer ...)",
                             headers={"WWW-Authenticate": "Bearer"})
+    ACTOR.set(f"{peer} (token)")
 
 
 # On every route that changes state: `dependencies=[CHANGES_STATE]`.

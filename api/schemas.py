@@ -9,7 +9,7 @@ only as answers: its Read schemas are defined here. Every route answers one of t
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -190,3 +190,104 @@ class FleetView(_Read):
                          "same ring for every VIP")
     disagreeing_vips: list[int] = Field(description="VIPs whose ring digest differs between "
                                         "hosts, or that some host lacks")
+
+
+# --- flow trace (GET /trace) ----------------------------------------------------------------
+class TraceFlow(_Read):
+    """The traced flow's 5-tuple."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    protocol: str
+
+
+class TraceVip(_Read):
+    """The VIP a traced flow matches, and how: its own port, or the address's port-0 VIP."""
+
+    id: int
+    address: str
+    port: int
+    protocol: str
+    match: Literal["exact port", "port 0"]
+    flags: list[str]
+
+
+class TraceSlotBackend(_Read):
+    """The backend a ring slot names (index 0 / address None: the slot is empty)."""
+
+    index: int
+    address: str | None
+
+
+class TraceConnWay(_Read):
+    """A connection-table way holding the flow (cpu, set and way are None without a
+    simulator: the table's flat read)."""
+
+    cpu: int | None
+    set: int | None
+    way: int | None
+    backend_index: int
+    backend: str | None
+    idle_settles: int | None
+    age_s: float | None = Field(description="UDP: seconds since the way's last packet; "
+                                "TCP ways carry no time (None)")
+
+
+class TraceBackend(_Read):
+    """A backend the trace names (the slot's, or a connection-table way's), as observed."""
+
+    address: str
+    weight: int
+    drain: bool
+    state: str
+    in_ring: bool
+
+
+class TraceOuter(_Read):
+    """The outer header an encapsulated packet leaves with."""
+
+    family: Literal["ipv4", "ipv6"]
+    src: str
+    dst: str
+    ttl: int
+    mac_src: str
+    mac_dst: str
+
+
+class TraceVerdict(_Read):
+    """What the program did with the packet had it arrived on `cpu`."""
+
+    cpu: int
+    verdict: str
+    reasons: list[str] = Field(description="the counters the packet raised (verdict totals, "
+                               "connection-table outcome, pass or drop reason)")
+    outer: TraceOuter | None
+
+
+class Trace(_Read):
+    """GET /trace: why a flow goes where it goes (see docs/api.md#flow-trace)."""
+
+    flow: TraceFlow
+    syn: bool
+    vip: TraceVip | None
+    no_vip_reason: str | None
+    flow_hash: int | None
+    ring_slot: int | None
+    slot_backend: TraceSlotBackend | None
+    slot_settled: bool | None
+    conn_table: list[TraceConnWay]
+    backends: list[TraceBackend]
+    verdicts: list[TraceVerdict]
+    simulated: bool = Field(description="whether `verdicts` come from the program (False: "
+                            "no simulator, e.g. a daemon without a data plane)")
+
+
+# --- events (GET /events) -------------------------------------------------------------------
+class Events(_Read):
+    """GET /events: events after the cursor, and the cursor to ask with next. Each event has
+    `seq`, `time`, `kind` and the kind's fields (docs/api.md#events)."""
+
+    events: list[dict[str, Any]]
+    next: int

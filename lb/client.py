@@ -322,6 +322,23 @@ class Client:
     def vip_stats(self, vip_id: int) -> VipStats:
         return self.call("GET", _path("vips", vip_id, "stats"))
 
+    def trace(self, src: str, dst: str, sport: int, dport: int, proto: str = "tcp",
+              syn: bool = False) -> dict[str, Any]:
+        """GET /trace: where a flow goes and why, with the program's verdict on one packet
+        of it (a SYN if `syn`, else an ACK)."""
+        params: dict[str, Any] = {"src": src, "dst": dst, "sport": sport, "dport": dport,
+                                  "proto": proto}
+        if syn:
+            params["flags"] = "syn"
+        # The first trace compiles the simulator (seconds): wait longer than for a read.
+        return self.call("GET", "/trace", params=params, timeout=max(self.timeout, 30.0))
+
+    def events(self, since: int = 0, wait: float = 0.0) -> dict[str, Any]:
+        """GET /events: the events after cursor `since` and the `next` cursor; with none yet,
+        the daemon waits up to `wait` seconds (a long poll)."""
+        return self.call("GET", "/events", params={"since": since, "wait": wait},
+                         timeout=self.timeout + wait)
+
     def fleet(self) -> dict[str, Any]:
         """GET /fleet: every live host's revision and ring digests, and who disagrees."""
         return self.call("GET", "/fleet")

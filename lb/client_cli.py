@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -222,6 +223,71 @@ def cmd_stats(api: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _trace_text(t: Mapping[str, Any]) -> str:
+    f = t["flow"]
+    lines = [f"flow     {f['src']}:{f['sport']} -> {f['dst']}:{f['dport']} {f['protocol']}"
+             f" ({'SYN' if t['syn'] else 'ACK'})"]
+    vip = t["vip"]
+    if vip is None:
+        lines.append(f"vip      none: {t['no_vip_reason']}")
+    else:
+        lines.append(f"vip      {vip['id']}: {vip['address']} {vip['port']}/{vip['protocol']} "
+                     f"(matched by {vip['match']}; flags {_flags(vip['flags'])})")
+        slot = t["slot_backend"] or {}
+        settled = {True: "settled", False: "not settled", None: "settled: unknown"}
+        lines.append(f"hash     {t['flow_hash']:#010x} -> ring slot {t['ring_slot']}: backend "
+                     f"{slot.get('address') or 'none'} (index {slot.get('index', 0)}, "
+                     f"{settled[t['slot_settled']]})")
+    if t["conn_table"]:
+        for w in t["conn_table"]:
+            age = "" if w["age_s"] is None else f", idle {w['age_s']:.1f} s"
+            lines.append(f"conn     cpu {w['cpu']} set {w['set']} way {w['way']}: "
+                         f"{w['backend'] or w['backend_index']}{age}")
+    else:
+        lines.append("conn     no connection-table entry on any CPU")
+    for b in t["backends"]:
+        lines.append(f"backend  {b['address']}: {b['state']}, weight {b['weight']}"
+                     f"{', draining' if b['drain'] and b['state'] != 'draining' else ''}"
+                     f"{'' if b['in_ring'] else ', not in the ring'}")
+    if not t["simulated"]:
+        lines.append("verdict  unknown (the daemon has no simulator)")
+    for v in t["verdicts"]:
+        outer = v["outer"]
+        where = (f" -> outer {outer['family']} {outer['src']} -> {outer['dst']} ttl "
+                 f"{outer['ttl']}, to {outer['mac_dst']}") if outer else ""
+        lines.append(f"verdict  cpu {v['cpu']}: {v['verdict']} ({', '.join(v['reasons'])})"
+                     f"{where}")
+    return "\n".join(lines)
+
+
+def cmd_trace(api: Client, args: argparse.Namespace) -> int:
+    t = api.trace(args.src, args.dst, args.sport, args.dport, args.proto, args.syn)
+    if args.json:
+        print_json(t)
+    else:
+        print(_trace_text(t))
+    return ExitCode.OK
+
+
+def _event_text(e: Mapping[str, Any]) -> str:
+    fields = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "time", "kind"))
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time"]))
+    return f"{e['seq']:>6} {when} {e['kind']:<12} {fields}"
+
+
+def cmd_events(api: Client, args: argparse.Namespace) -> int:
+    """Print the events after --since; with --follow, keep printing new ones as they come
+    (a long poll) until interrupted."""
+    cursor = args.since
+    while True:
+        body = api.events(cursor, wait=25.0 if args.follow else 0.0)
+        for e in body["events"]:
+            print(json.dumps(e) if args.json else _event_text(e), flush=True)
+        cursor = body["next"]
+        if not args.follow:
+            return ExitCode.OK
+
+
 def cmd_fleet_status(api: Client, args: argparse.Namespace) -> int:
     """The fleet's hosts, the revision each applied, and whether their rings agree; exit 1
     when they do not (a host lags behind, or holds another ring)."""
@@ -355,7 +421,7 @@ def _group(sub: argparse._SubParsersAction, name: str, help: str,
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add status, vip, backend, stats and config to the `lb` parser's subcommands."""
+    """Add status, vip, backend, stats, trace, events, fleet and config to `lb`'s commands."""
     common = _common_options()
 
     _leaf(sub, "status", cmd_status, "is the daemon ready: attached, maps answering",
@@ -419,6 +485,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
               "  lb stats 1          VIP 1: packets and bytes per backend, with shares\n"
               "  lb stats --json\n", common)
     p.add_argument("vip_id", metavar="VIP_ID", type=int, nargs="?")
+
+    p = _leaf(sub, "trace", cmd_trace,
+              "why a flow goes where it goes: VIP, hash, ring slot, connection table, "
+              "health, and the program's verdict on one packet (changes nothing)",
+              "  lb trace 192.0.2.7 10.100.0.1 40000 80\n"
+              "  lb trace 192.0.2.7 10.100.0.1 40000 80 --syn\n"
+              "  lb trace 2001:db8::7 2001:db8:100::1 5353 53 --proto udp --json\n", common)
+    p.add_argument("src", metavar="SRC", help="the client's address")
+    p.add_argument("dst", metavar="DST", help="the destination (a VIP's address, or not)")
+    p.add_argument("sport", metavar="SPORT", type=int)
+    p.add_argument("dport", metavar="DPORT", type=int)
+    p.add_argument("--proto", default="tcp", choices=("tcp", "udp"))
+    p.add_argument("--syn", action="store_true", help="trace a TCP SYN (default: an ACK, "
+                   "a packet of an established flow)")
+
+    p = _leaf(sub, "events", cmd_events,
+              "the daemon's events: changes (who, revision), health transitions, ring "
+              "rebuilds, starts and reconciles",
+              "  lb events                 the last ones kept (up to 1024)\n"
+              "  lb events --follow        and then new ones as they come\n"
+              "  lb events --since 120 --json\n", common)
+    p.add_argument("--since", type=int, default=0, metavar="SEQ",
+                   help="only events after this seq (default 0: all kept)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
 
     fleet = _group(sub, "fleet", "the balancer hosts sharing this host's desired state (etcd)",
                    "  lb fleet status\n  lb fleet status --json\n")

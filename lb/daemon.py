@@ -44,6 +44,7 @@ from lb.control.settings import Settings
 from lb.control.store import StateStore, Store
 from lb.xdp import chain, loader, xdpinfo
 from lb.xdp.maps import Dataplane
+from lb.xdp.simulate import Simulator
 from lb.xdp.types import XdpMode
 
 log = logging.getLogger("lb.daemon")
@@ -184,6 +185,8 @@ def run(settings: Settings) -> None:
     runtime.adopted_vips = len(balancer.vips)
     controller = Controller(store, balancer, settings.settle_interval_s,
                             settings.tcp_idle_timeout_s)
+    # Traces run packets through a private copy of the program (compiled on the first trace).
+    controller.simulator = simulator = Simulator(dataplane)
     runtime.startup = controller.reconcile()
     log.info("reconciled %d VIPs from %s (revision %d) with %d adopted from %s: %s",
              len(controller.vips), _describe(store), controller.revision, runtime.adopted_vips,
@@ -215,6 +218,9 @@ def run(settings: Settings) -> None:
         watcher = nexthop.NextHopWatcher(egress.index, next_hop, follow).start()
     log.info("attached to %s (ifindex %d%s) in %s mode", iface.name, iface.index,
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
+    controller.events.emit("start", interface=iface.name, netns=settings.netns,
+                           mode=str(runtime.mode), revision=controller.revision,
+                           adopted_vips=runtime.adopted_vips, pin_dir=str(settings.pin_dir))
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = create_app(controller, lambda: runtime.readiness(dataplane), token)
@@ -237,6 +243,7 @@ def run(settings: Settings) -> None:
         if watcher is not None:
             watcher.close()
         controller.close()
+        simulator.close()
         store.close()
         log.info("stopped; the XDP program stays attached to %s (lb detach removes it)",
                  iface.name)

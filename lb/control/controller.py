@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from lb.control import metrics, observed
 from lb.control.errors import AlreadyExists, InvalidInput, NotFound
+from lb.control.events import ACTOR, EventLog
 from lb.control.fleet import Fleet, HostReport, target_key
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
@@ -35,7 +36,7 @@ from lb.control.service import Balancer, VipTarget
 from lb.control.settler import Settler
 from lb.control.store import RowWriter as Transaction
 from lb.control.store import StateStore
-from lb.xdp.types import VipKey
+from lb.xdp.types import Flow, VipKey
 
 log = logging.getLogger("lb.controller")
 
@@ -85,6 +86,10 @@ class Controller:
         # Checked backends that the adopted kernel state had out of their VIP's ring: until
         # their first verdict they stay out (a restart must not send flows to a dead backend).
         self._found_out: set[Target] = set()
+        # Runs a flow's packet through the program for traces (None: traces say no verdict).
+        self.simulator: observed.FlowSimulator | None = None
+        # Changes, health transitions, ring rebuilds, starts and reconciles (GET /events).
+        self.events = EventLog()
         for v in self.vips.values():
             adopted = balancer.vips.get(v.key)
             if v.check is None or adopted is None or not adopted.backends:
@@ -95,7 +100,11 @@ class Controller:
     def reconcile(self) -> ApplyReport:
         """Make the kernel hold the committed state (at start: after adopting pinned maps)."""
         with self.lock:
-            return self.balancer.reconcile(self._targets(self.vips))
+            report = self.balancer.reconcile(self._targets(self.vips))
+            self.events.emit("reconcile", revision=self.revision, vips=len(self.vips),
+                             **report.model_dump())
+            self._rebuilt(report, "reconcile")
+            return report
 
     # --- reads ----------------------------------------------------------------------
     def list_vips(self) -> list[Vip]:
@@ -369,12 +378,19 @@ class Controller:
                 self.balancer.reconcile(self._targets(self.vips, scope), scope)
             raise
         self.revision = self.store.revision
+        before = self.vips
         touched = self._commit_vips(new)
         if self._sync_checks():
             # A backend that joined a probe already running (another VIP checks it the same
             # way) takes that probe's verdict now, not at its next change of state.
             report.add(self.balancer.reconcile(self._targets(new, scope), scope))
-        self._count(report)
+        self.events.emit("change", revision=self.revision, who=ACTOR.get(),
+                         vips_added=sorted(new.keys() - before.keys()),
+                         vips_removed=sorted(before.keys() - new.keys()),
+                         vips_changed=sorted(i for i in new.keys() & before.keys()
+                                             if new[i] != before[i]),
+                         ring_slots_written=report.ring_slots_written)
+        self._count(report, "change")
         self._sync_slots(touched)
         self._publish(None if scope is None else
                       [v.id for v in new.values() if v.key in scope])
@@ -414,11 +430,18 @@ class Controller:
         self.vips = new
         return touched
 
-    @staticmethod
-    def _count(report: ApplyReport) -> None:
+    def _count(self, report: ApplyReport, cause: str) -> None:
         if report.ring_slots_written:
             metrics.RING_SLOTS_WRITTEN.inc(report.ring_slots_written)
         metrics.RING_REBUILDS.inc(report.vips_changed + report.vips_added)
+        self._rebuilt(report, cause)
+
+    def _rebuilt(self, report: ApplyReport, cause: str) -> None:
+        """One ring_rebuild event when `report` wrote ring slots (`cause`: what asked)."""
+        if report.ring_slots_written:
+            self.events.emit("ring_rebuild", cause=cause, revision=self.revision,
+                             vips=report.vips_changed + report.vips_added,
+                             ring_slots_written=report.ring_slots_written)
 
     # --- health ---------------------------------------------------------------------
     def attach_monitor(self, monitor: Monitor) -> None:
@@ -467,6 +490,10 @@ class Controller:
         (in a fleet on fleet verdicts: publish it, the rings follow the fleet's verdict).
         Health is observed state: nothing is written to the database."""
         metrics.HEALTH_TRANSITIONS.labels(str(state)).inc()
+        self.events.emit("health", state=str(state),
+                         backends=sorted({str(a) for _, a in targets}),
+                         vips=sorted({i for i, _ in targets}),
+                         reason=health.last_reason)
         if self.fleet is not None:
             self.fleet.report(health=self.local_verdicts())
             if self.fleet_health == "fleet":
@@ -480,7 +507,7 @@ class Controller:
                         self._ramps[(v.id, targets[0][1])] = ramp_start(time.time())
             keys = {v.key for v in vips}
             report = self.balancer.reconcile(self._targets(self.vips, keys), keys)
-            self._count(report)
+            self._count(report, "health")
             self._sync_slots({a for _, a in targets})
             log.info("health event=applied state=%s backend=%s vips=%s ring_slots_written=%d",
                      state, targets[0][1] if targets else "-",
@@ -518,7 +545,8 @@ class Controller:
                     if vip is not None:
                         keys.add(vip.key)
                 if keys:
-                    self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys))
+                    self._count(self.balancer.reconcile(self._targets(self.vips, keys), keys),
+                                "slow_start")
                     self._publish([v.id for v in self.vips.values() if v.key in keys])
 
     # --- the fleet (lb.control.fleet) ----------------------------------------------
@@ -603,7 +631,9 @@ class Controller:
             touched = self._commit_vips(vips)
             if self._sync_checks():
                 report.add(self.balancer.reconcile(self._targets(vips)))
-            self._count(report)
+            self.events.emit("change", revision=revision, who="fleet", vips_changed=changed,
+                             ring_slots_written=report.ring_slots_written)
+            self._count(report, "fleet")
             self._sync_slots(touched)
             self.revision = revision
             self._publish(changed)
@@ -623,7 +653,7 @@ class Controller:
             if not keys:
                 return
             report = self.balancer.reconcile(self._targets(self.vips, keys), keys)
-            self._count(report)
+            self._count(report, "fleet_health")
             self._sync_slots({b.address for i in ids if i in self.vips
                               for b in self.vips[i].backends})
             self._publish(ids)
@@ -646,6 +676,15 @@ class Controller:
         with self.lock:
             return observed.backend_statuses(self.balancer, self.get_vip(vip_id), self._state,
                                              self.monitor, conn_entries)
+
+    def trace(self, flow: Flow, syn: bool = False) -> dict[str, object]:
+        """Why `flow` goes where it goes, and the program's verdict on one of its packets
+        (lb.control.observed.trace); changes nothing the running program uses."""
+        if self.simulator is not None:
+            self.simulator.prepare()  # a first compile, outside the lock
+        with self.lock:
+            return observed.trace(self.balancer, self.vips.values(), flow, syn, self._state,
+                                  self.simulator)
 
     def check_schedule(self) -> list[dict[str, object]]:
         """Each probe with the start times of its last checks."""

@@ -7,15 +7,24 @@ the controller calls these under its change lock, so what they see is one consis
 from __future__ import annotations
 
 import collections
+import socket
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from lb.control.health import Health, Monitor, State
 from lb.control.model import Address, Vip
 from lb.control.service import Balancer
 from lb.xdp.consts import Counter
+from lb.xdp.flowhash import flow_hash
+from lb.xdp.types import Flow, VipKey
+
+if TYPE_CHECKING:
+    from lb.xdp.simulate import Simulation
 
 # A backend's health in a VIP (controller._state): (VIP id, backend address) -> State.
 StateOf = Callable[[int, Address], State]
+
+_PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 
 def counter_groups(counters: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -116,3 +125,92 @@ def metrics_snapshot(balancer: Balancer, vips: Iterable[Vip],
                     "bytes": nbytes, "ct_miss_nonsyn": dp.vip_ct_miss_nonsyn(state.num),
                     "backends": backends})
     return {"counters": dp.counters(), "vips": out, "health": dict(health)}
+
+
+class FlowSimulator(Protocol):
+    """What a trace asks of the data plane beyond the DataplanePort: the kernel's view of a
+    flow and the program's verdict on one of its packets (lb.xdp.simulate.Simulator)."""
+
+    def prepare(self) -> None:
+        """Get ready to simulate (may take seconds: called outside the controller's lock)."""
+
+    def simulate(self, flow: Flow, syn: bool) -> Simulation:
+        """The kernel's view of `flow` and the verdicts on one packet of it (a SYN if `syn`)."""
+
+
+def _why_no_vip(vips: Iterable[Vip], flow: Flow) -> str:
+    same_address = [v for v in vips if v.address == flow.dst]
+    if not same_address:
+        return f"no VIP has address {flow.dst}"
+    have = ", ".join(sorted(f"{v.port}/{v.protocol}" for v in same_address))
+    return (f"address {flow.dst} is a VIP's, but no VIP has port {flow.dport} or port 0 for "
+            f"protocol {_PROTO_NAMES.get(flow.proto, flow.proto)} (VIPs there: {have})")
+
+
+def trace(balancer: Balancer, vips: Iterable[Vip], flow: Flow, syn: bool, state_of: StateOf,
+          simulator: FlowSimulator | None) -> dict[str, object]:
+    """Why a flow goes where it goes: the VIP it matches (exact port, else port 0) or why
+    none; the flow hash and ring slot; the slot's backend and whether it is settled; the
+    flow's connection-table ways on every CPU; the health and drain state of each backend
+    named; and, with a simulator, the program's verdict on one packet of the flow (a SYN if
+    `syn`) with the outer header it gets. Reads only."""
+    vips = list(vips)
+    by_key = {v.key: v for v in vips}
+    out: dict[str, object] = {
+        "flow": {"src": str(flow.src), "dst": str(flow.dst), "sport": flow.sport,
+                 "dport": flow.dport, "protocol": _PROTO_NAMES.get(flow.proto, str(flow.proto))},
+        "syn": syn, "vip": None, "no_vip_reason": None, "flow_hash": None, "ring_slot": None,
+        "slot_backend": None, "slot_settled": None, "conn_table": [], "backends": [],
+        "verdicts": [], "simulated": simulator is not None}
+    vip = match = None
+    for port, how in ((flow.dport, "exact port"), (0, "port 0")):
+        vip = by_key.get(VipKey(flow.dst, port, flow.proto))
+        if vip is not None:
+            match = how
+            break
+    sim = simulator.simulate(flow, syn) if simulator is not None else None
+    index_address: dict[int, Address] = {}
+
+    def named(index: int) -> str | None:
+        if index not in index_address:
+            address, _ = balancer.dp.backend_slot(index)
+            if address is None:
+                return None
+            index_address[index] = address
+        return str(index_address[index])
+
+    if vip is None:
+        out["no_vip_reason"] = _why_no_vip(vips, flow)
+    else:
+        state = balancer.vips.get(vip.key)
+        out["vip"] = {"id": vip.id, "address": str(vip.address), "port": vip.port,
+                      "protocol": vip.protocol, "match": match,
+                      "flags": list(vip.flags)}
+        if state is not None:
+            h = flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto,
+                          int(state.flags))
+            pos = h % balancer.sizes.ring_size
+            out["flow_hash"], out["ring_slot"] = h, pos
+            if sim is not None:
+                index, settled = sim.slot_backend or 0, sim.slot_settled
+            else:
+                index, settled = balancer.dp.read_ring(state.num)[pos], None
+            out["slot_backend"] = {"index": index, "address": named(index) if index else None}
+            out["slot_settled"] = settled
+    if sim is not None:
+        out["conn_table"] = [{"cpu": w.cpu, "set": w.set, "way": w.way, "backend_index": w.backend,
+                              "backend": named(w.backend), "idle_settles": w.idle_settles,
+                              "age_s": w.age_s} for w in sim.ways]
+        out["verdicts"] = [{"cpu": v.cpu, "verdict": v.verdict, "reasons": v.reasons,
+                            "outer": v.outer} for v in sim.verdicts]
+    else:
+        out["conn_table"] = [{"cpu": None, "set": None, "way": None, "backend_index": i,
+                              "backend": named(i), "idle_settles": None, "age_s": None}
+                             for f, i in balancer.dp.conn_table() if f == flow]
+    if vip is not None:
+        wanted = set(index_address.values())
+        out["backends"] = [{"address": str(b.address), "weight": b.weight, "drain": b.drain,
+                            "state": "draining" if b.drain else str(state_of(vip.id, b.address)),
+                            "in_ring": b.address in balancer.vips[vip.key].backends}
+                           for b in vip.backends if b.address in wanted]
+    return out

@@ -60,6 +60,12 @@ class ConnTableMaps:
                         live.append((i % sets, i // sets, way, bytes(view[start:start + way_size])))
         return live
 
+    def conn_set(self, v6: bool, cpu: int, set_num: int) -> bytes:
+        """CPU `cpu`'s copy of set `set_num` of one family's table, as bytes (a read)."""
+        size = ctypes.sizeof(CT_FAMILIES[v6][1])
+        at = self._ct_offset(v6, cpu, set_num)
+        return bytes(self._ct_view[v6][at:at + size])
+
     def live_conn_entries(self, cpu: int | None = None) -> int:
         """How many ways of both tables hold a flow (on CPU `cpu` only, if given)."""
         return sum(1 for v6 in (False, True) for _set, c, _way, _raw in self._ct_live(v6)

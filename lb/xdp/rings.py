@@ -79,6 +79,13 @@ class RingMaps:
         start, end = self._ring_span(vip_num)
         return [v & SLOT_BACKEND for v in self._slots[start:end].tolist()]
 
+    def ring_slot_raw(self, vip_num: int, slot: int) -> int:
+        """Slot `slot` of a VIP's ring as stored: backend index | SLOT_SETTLED if settled."""
+        start, end = self._ring_span(vip_num)
+        if not 0 <= slot < end - start:
+            raise ValueError(f"slot {slot} outside 0..{end - start - 1}")
+        return int(self._slots[start + slot])
+
     def unsettled_slots(self, vip_num: int) -> list[int]:
         """The slot numbers of a VIP's ring that name a backend and are not settled (non-SYN
         TCP packets read the connection table there)."""

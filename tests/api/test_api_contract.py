@@ -23,6 +23,8 @@ ENDPOINTS = {
     "/fleet": {"get"},
     "/vips/{vip_id}/stats": {"get"},
     "/config": {"get", "put"},
+    "/trace": {"get"},
+    "/events": {"get"},
     "/backends/{address}": {"patch", "delete"},
     "/metrics": {"get"},
 }

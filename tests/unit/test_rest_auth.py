@@ -101,7 +101,7 @@ def test_every_operation_that_changes_state_is_documented_as_needing_the_token(
     """The OpenAPI document says which operations need the bearer token: all but reads."""
     spec = check(secured.client.get("/openapi.json"), 200)
     operations = [(m, p, op) for p, ops in spec["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 21
+    assert len(operations) == 23
     for method, path, op in operations:
         assert (op.get("security") == [{"HTTPBearer": []}]) == (method != "get"), (method, path)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

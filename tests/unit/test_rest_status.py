@@ -35,6 +35,8 @@ ENDPOINTS = {
     "/vips/{vip_id}/backends/{address}": {"patch", "delete"},
     "/backends/{address}": {"patch", "delete"},
     "/config": {"get", "put"},
+    "/trace": {"get"},
+    "/events": {"get"},
 }
 
 
