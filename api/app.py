@@ -50,8 +50,11 @@ def create_app(controller: Controller, readiness: Callable[[], dict[str, Any]],
     app.state.readiness = readiness
     app.state.token = token
     app.state.registry = registry
-    for router in (status.router, vips.router, backends.router, config.router, fleet.router):
+    routers = (status.router, vips.router, backends.router, config.router, fleet.router)
+    for router in routers:
         app.include_router(router)
+    # The routes by path, for the methods a 405 lists in `Allow`.
+    app.state.routes = [r for router in routers for r in router.routes]
     errors.install(app)
     app.middleware("http")(_count_requests)
     return app

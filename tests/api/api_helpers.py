@@ -77,11 +77,20 @@ def essence(vips: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def error_fields(response: httpx.Response) -> str:
     """Every field a 422 answer names, as one string: the `loc` paths of a validation error
-    (e.g. "body.vips.0.backends.1.weight"), or the controller's "field: message" detail."""
-    detail = response.json()["detail"]
-    if isinstance(detail, str):
-        return detail
-    return " ".join(".".join(str(p) for p in e["loc"]) + " " + e.get("msg", "") for e in detail)
+    (e.g. "body.vips.0.backends.1.weight") and its `detail` ("field: message")."""
+    body = response.json()
+    assert_problem(response)
+    return " ".join([body["detail"]] + [".".join(str(p) for p in e["loc"]) + " " + e["msg"]
+                                        for e in body.get("errors") or ()])
+
+
+def assert_problem(response: httpx.Response) -> dict[str, Any]:
+    """Assert the answer is an RFC 9457 problem (api/errors.py's one error shape); return it."""
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body = response.json()
+    assert body["status"] == response.status_code and isinstance(body["detail"], str), body
+    assert body["type"].startswith("urn:lb:error:") and body["title"], body
+    return body
 
 
 # --- the traffic oracle -------------------------------------------------------------------
