@@ -30,6 +30,7 @@ from lb.control.model import (
     VipConfig,
     VipSpec,
     VipUpdate,
+    VipView,
     check_backend_family,
 )
 from lb.control.service import Balancer, VipTarget
@@ -659,10 +660,21 @@ class Controller:
     def all_down(self, vip_id: int) -> bool:
         """True when every backend of the VIP that is not draining is down."""
         with self.lock:
-            vip = self.get_vip(vip_id)
+            return self.view(self.get_vip(vip_id)).all_backends_down
+
+    def view(self, vip: Vip) -> VipView:
+        """`vip` (as a change or read returned it, even if gone since) with what is observed
+        about it, read under the lock: one consistent snapshot."""
+        with self.lock:
             serving = [b for b in vip.backends if not b.drain]
-            return bool(serving) and all(self._state(vip_id, b.address) == State.DOWN
+            down = bool(serving) and all(self._state(vip.id, b.address) == State.DOWN
                                          for b in serving)
+            return VipView(**dict(vip), all_backends_down=down)
+
+    def views(self) -> list[VipView]:
+        """Every VIP with what is observed about it, from one snapshot (GET /vips)."""
+        with self.lock:
+            return [self.view(v) for v in self.vips.values()]
 
     def metrics_snapshot(self) -> dict[str, object]:
         """What /metrics reports from the kernel and the health checks, read now."""
