@@ -208,7 +208,8 @@ class Client:
                  timeout: float = DEFAULT_TIMEOUT, *,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url, self.timeout = base_url, timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # UTF-8 bytes: httpx would encode a str header as ASCII (a token may have non-ASCII).
+        headers = {"Authorization": b"Bearer " + token.encode()} if token else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
                                  transport=transport)
 
