@@ -34,6 +34,7 @@ from api.app import create_app
 from lb import netns
 from lb.control import coexist, netinfo, nexthop
 from lb.control.controller import Controller
+from lb.control.errors import StoreError
 from lb.control.etcd import Etcd, parse_store_url
 from lb.control.etcd_store import EtcdStore
 from lb.control.fleet import Fleet
@@ -42,6 +43,7 @@ from lb.control.model import ApplyReport
 from lb.control.service import Balancer
 from lb.control.settings import Settings
 from lb.control.store import StateStore, Store
+from lb.exitcodes import ExitCode
 from lb.xdp import chain, loader, xdpinfo
 from lb.xdp.maps import Dataplane
 from lb.xdp.types import XdpMode
@@ -168,6 +170,12 @@ def run(settings: Settings) -> None:
     runtime = Runtime(settings, iface, next_hop)
     attached = _claim(settings, iface)
     chained = settings.chain_slot is not None
+    try:  # before the program is loaded: a refusal leaves the kernel untouched
+        store = runtime.store = open_store(settings)
+    except StoreError as e:  # names the path, the errno and the fix
+        log.error("event=store_refused %s", e)
+        print(f"lb run: {e}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
 
     program = loader.load(settings.sizes(), pin_dir=settings.pin_dir,
                           extra_cflags=loader.chain_cflags(settings.chain_slot) if chained
@@ -179,7 +187,6 @@ def run(settings: Settings) -> None:
         next_hop_mac=next_hop, src_mac=egress.mac,
         egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu)
     dataplane.write_config(dp_config)
-    store = runtime.store = open_store(settings)
     balancer = Balancer.adopt(dataplane)
     runtime.adopted_vips = len(balancer.vips)
     controller = Controller(store, balancer, settings.settle_interval_s,
