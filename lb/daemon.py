@@ -18,6 +18,7 @@ Start-up, in this order:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import signal
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.app import create_app
 from lb import netns
@@ -150,6 +152,28 @@ def _attach_chained(settings: Settings, iface: netinfo.Interface, prog_fd: int,
         root_bpf.cleanup()  # the attached root (and the slot) keep their programs
 
 
+def _header_timeout(seconds: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request
+    head `seconds` after it opened (uvicorn has no such timeout: a slowloris client could
+    hold connections, and file descriptors, forever)."""
+
+    class HeaderTimeout(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer = asyncio.get_running_loop().call_later(seconds, self._head_late)
+
+        def _head_late(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                log.debug("event=header_timeout client=%s", self.client)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeout
+
+
 def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     logging.basicConfig(level=settings.log_level.upper(),
@@ -224,13 +248,17 @@ def run(settings: Settings) -> None:
              f", netns {settings.netns}" if settings.netns else "", runtime.mode)
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    app = create_app(controller, lambda: runtime.readiness(dataplane), token)
+    app = create_app(controller, lambda: runtime.readiness(dataplane), token,
+                     settings.api_max_body_bytes)
     where = f"http://{settings.api_host}:{sock.getsockname()[1]}"
     if token:
         log.info("API on %s; changes need 'Authorization: Bearer <api_token>'", where)
     else:
         log.info("API on %s (loopback only, no token)", where)
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                            http=_header_timeout(settings.api_header_timeout_s),
+                            timeout_keep_alive=settings.api_keep_alive_s,
+                            limit_concurrency=settings.api_max_connections)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
     # handler found before it: make that a clean exit (status 0), not a death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

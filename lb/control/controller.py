@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from lb.control import metrics, observed
-from lb.control.errors import AlreadyExists, InvalidInput, NotFound
+from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
 from lb.control.fleet import Fleet, HostReport, target_key
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
 from lb.control.model import (
@@ -257,6 +257,15 @@ class Controller:
         """Make the desired state exactly `document` (PUT /config): VIPs are matched by
         (address, port, protocol) and keep their ids; the same document twice changes
         nothing."""
+        # Capacity first: a document that cannot fit writes no row and builds no ring.
+        sizes = self.balancer.sizes
+        if len(document.vips) > sizes.max_vips:
+            raise CapacityError(f"the document has {len(document.vips)} VIPs; the data plane "
+                                f"holds {sizes.max_vips} (max_vips)")
+        addresses = {b.address for c in document.vips for b in c.backends}
+        if len(addresses) > sizes.max_backends - 1:
+            raise CapacityError(f"the document has {len(addresses)} distinct backends; the "
+                                f"data plane holds {sizes.max_backends - 1} (max_backends - 1)")
         with self.lock:
             by_key = {v.key: v for v in self.vips.values()}
             wanted = {c.key: c for c in document.vips}

@@ -76,7 +76,8 @@ class Rest:
 
 
 @contextlib.contextmanager
-def rest_api(tmp_path: Path, token: str | None = None) -> Iterator[Rest]:
+def rest_api(tmp_path: Path, token: str | None = None,
+             max_body_bytes: int = 4 * 1024 * 1024) -> Iterator[Rest]:
     """An API as `lb run` builds it (with `token`: changes need it), over the fake kernel.
 
     Cleanup: the client's lifespan ended, the store closed (tmp_path holds the database)."""
@@ -84,7 +85,7 @@ def rest_api(tmp_path: Path, token: str | None = None) -> Iterator[Rest]:
     kernel = RecordingDataplane(SIZES)
     controller = Controller(store, Balancer(kernel))
     controller.reconcile()
-    app = create_app(controller, ready, token)
+    app = create_app(controller, ready, token, max_body_bytes)
     try:
         with TestClient(app) as client:
             yield Rest(app, client, controller, kernel)
