@@ -152,15 +152,23 @@ def _attach_chained(settings: Settings, iface: netinfo.Interface, prog_fd: int,
         root_bpf.cleanup()  # the attached root (and the slot) keep their programs
 
 
-def _header_timeout(seconds: float) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request
-    head `seconds` after it opened (uvicorn has no such timeout: a slowloris client could
-    hold connections, and file descriptors, forever)."""
+def _guarded(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with two guards uvicorn lacks against slowloris clients:
+    a connection that has not sent a whole request head `header_timeout_s` after it opened
+    is closed; beyond `max_connections`, the oldest connection still sending its head is
+    closed to make room (uvicorn's own limit would answer 503 to everyone instead)."""
 
-    class HeaderTimeout(H11Protocol):
+    class Guarded(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._head_timer = asyncio.get_running_loop().call_later(seconds, self._head_late)
+            self._opened = time.monotonic()
+            self._head_timer = asyncio.get_running_loop().call_later(header_timeout_s,
+                                                                     self._head_late)
+            if len(self.connections) > max_connections:
+                waiting = [c for c in self.connections
+                           if isinstance(c, Guarded) and c is not self and c.cycle is None]
+                if waiting:
+                    min(waiting, key=lambda c: c._opened).transport.close()
 
         def _head_late(self) -> None:
             if self.cycle is None and not self.transport.is_closing():
@@ -171,7 +179,7 @@ def _header_timeout(seconds: float) -> type[H11Protocol]:
             self._head_timer.cancel()
             super().connection_lost(exc)
 
-    return HeaderTimeout
+    return Guarded
 
 
 def run(settings: Settings) -> None:
@@ -256,9 +264,9 @@ def run(settings: Settings) -> None:
     else:
         log.info("API on %s (loopback only, no token)", where)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
-                            http=_header_timeout(settings.api_header_timeout_s),
-                            timeout_keep_alive=settings.api_keep_alive_s,
-                            limit_concurrency=settings.api_max_connections)
+                            http=_guarded(settings.api_header_timeout_s,
+                                          settings.api_max_connections),
+                            timeout_keep_alive=settings.api_keep_alive_s)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
     # handler found before it: make that a clean exit (status 0), not a death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -85,8 +85,8 @@ class Settings(BaseSettings):
                                         "sent a whole request head this long is closed")
     api_keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is "
                                   "closed after this many seconds")
-    api_max_connections: int = Field(256, ge=1, description="connections and requests at "
-                                     "once; beyond it the API answers 503")
+    api_max_connections: int = Field(256, ge=1, description="connections at once; beyond "
+                                     "it the oldest still sending its request head is closed")
     state_dir: Path = Field(Path("/var/lib/lb"), description="where the database lives")
     pin_dir: Path = Field(Path("/sys/fs/bpf/lb"), description="bpffs directory of the maps")
     max_vips: int = Field(Sizes.max_vips, description="VIPs at once")

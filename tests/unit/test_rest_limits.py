@@ -1,6 +1,7 @@
 """REST limits: one client cannot stall the API. A document that cannot fit is refused before
 a row is written or a ring built; a body over api_max_body_bytes answers 413 unread; a
-connection that never finishes its request head is closed after api_header_timeout_s."""
+connection that never finishes its request head is closed after api_header_timeout_s, and
+beyond api_max_connections the oldest such connection makes room."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from rest_helpers import MAX_BACKENDS, MAX_VIPS, Rest, assert_problem, rest_api
 
-from lb.daemon import _header_timeout
+from lb.daemon import _guarded
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_a_connection_that_never_finishes_its_request_head_is_closed() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, http=_header_timeout(0.5), log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, http=_guarded(0.5, 4), log_level="error"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -87,8 +88,17 @@ def test_a_connection_that_never_finishes_its_request_head_is_closed() -> None:
         time.sleep(0.8)
         fast.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert fast.recv(1000).startswith(b"HTTP/1.1 200")
-        slow.close()
-        fast.close()
+        # Beyond 4 connections, the oldest still sending its head makes room.
+        waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for w in waiting:
+            w.sendall(b"GET /healthz HTTP/1.1\r\n")
+            w.settimeout(5)
+        time.sleep(0.1)
+        assert waiting[0].recv(100) == b""  # four + fast: the oldest waiting one went
+        fast.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert fast.recv(1000).startswith(b"HTTP/1.1 200")
+        for s in (slow, fast, *waiting):
+            s.close()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
