@@ -233,7 +233,27 @@ def _document(doc: dict[str, Any]) -> dict[str, Any]:
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _link(doc)
     return doc
+
+
+def _link(doc: dict[str, Any]) -> None:
+    """OpenAPI links: a created VIP's id feeds every operation on /vips/{vip_id}..., an added
+    backend's address (with its VIP's id) every operation on .../backends/{address}, so that
+    a client (or schemathesis' stateful mode) can follow them."""
+    paths = doc["paths"]
+
+    def links(params: set[str], values: dict[str, str]) -> dict[str, Any]:
+        return {op["operationId"]: {"operationId": op["operationId"],
+                                    "parameters": {p: values[p] for p in params}}
+                for path, item in paths.items() for op in item.values()
+                if set(re.findall(r"{(\w+)}", path)) == params}
+
+    created = paths["/vips"]["post"]["responses"]["201"]
+    created["links"] = links({"vip_id"}, {"vip_id": "$response.body#/id"})
+    added = paths["/vips/{vip_id}/backends"]["post"]["responses"]["201"]
+    added["links"] = links({"vip_id", "address"}, {"vip_id": "$request.path.vip_id",
+                                                   "address": "$response.body#/address"})
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
