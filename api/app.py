@@ -20,6 +20,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
+from starlette.status import HTTP_413_CONTENT_TOO_LARGE as HTTP_413
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.routes import backends, config, events, fleet, status, trace, vips
@@ -39,9 +42,10 @@ async def _count_requests(request: Request,
 
 
 def create_app(controller: Controller, readiness: Callable[[], dict[str, Any]],
-               token: str | None = None) -> FastAPI:
+               token: str | None = None, max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
     """The API over `controller`; `readiness()` returns the /readyz body (key "ready");
-    with `token`, every change needs `Authorization: Bearer <token>`."""
+    with `token`, every change needs `Authorization: Bearer <token>`; a body over
+    `max_body_bytes` answers 413 before it is parsed."""
     app = FastAPI(title="lb", version="1",
                   description="An XDP layer-4 load balancer: VIPs, backends, stats, config.")
     registry = CollectorRegistry()
@@ -50,9 +54,44 @@ def create_app(controller: Controller, readiness: Callable[[], dict[str, Any]],
     app.state.readiness = readiness
     app.state.token = token
     app.state.registry = registry
-    for router in (status.router, vips.router, backends.router, config.router, fleet.router,
-                   trace.router, events.router):
+    routers = (status.router, vips.router, backends.router, config.router, fleet.router,
+               trace.router, events.router)
+    for router in routers:
         app.include_router(router)
+    # The routes by path, for the methods a 405 lists in `Allow`.
+    app.state.routes = [r for router in routers for r in router.routes]
     errors.install(app)
     app.middleware("http")(_count_requests)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
+
+
+class BodyLimit:
+    """413 for a body over `max_bytes`: at once when Content-Length says so, else when the
+    bytes read pass it (the rest is not read). Either answer is a problem (api/errors.py)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the body is larger than {self.max_bytes} bytes (api_max_body_bytes)"
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            response = errors.problem(HTTP_413, too_large,
+                                      headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(HTTP_413, too_large)
+            return message
+
+        await self.app(scope, counted, send)

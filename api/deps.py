@@ -3,7 +3,8 @@
 create_app puts the objects on `app.state` (controller, readiness, token, registry); each
 getter here hands one to a route, and tests swap any of them with `app.dependency_overrides`.
 `require_token` guards every route that changes state: with a token configured, such a
-request needs `Authorization: Bearer <token>` (compared in constant time), else 401.
+request needs `Authorization: Bearer <token>` (compared in constant time, as UTF-8
+bytes), else 401.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ async def require_token(
     if token is None:
         ACTOR.set(peer)
         return
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(),
-                                                      token.encode()):
+    # Header bytes arrive decoded as latin-1: back to bytes, compared with the token's UTF-8
+    # (a token with non-ASCII characters is sent as UTF-8, as lb.client does).
+    sent = credentials.credentials.encode("latin-1") if credentials else b""
+    if credentials is None or not hmac.compare_digest(sent, token.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "a bearer token is required to change state "
                             "(Authorization: Bearer ...)",

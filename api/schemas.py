@@ -34,10 +34,26 @@ class _Read(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorDetail(_Read):
-    """An error: what went wrong, naming the field at fault when there is one."""
+class FieldError(_Read):
+    """One field a request got wrong."""
 
-    detail: str
+    field: str = Field(description="the field, e.g. vips[0].backends[1].weight")
+    loc: list[str | int] = Field(description="its path: where (body, path, query), then keys")
+    msg: str
+    type: str = Field(description="the kind of error (e.g. int_type, json_invalid)")
+
+
+class Problem(_Read):
+    """Every 4xx and 5xx: an RFC 9457 problem (media type application/problem+json)."""
+
+    type: str = Field(description="a URN naming the kind of problem, e.g. "
+                      "urn:lb:error:not-found")
+    title: str = Field(description="the status's phrase")
+    status: int
+    detail: str = Field(description="what went wrong, naming the field at fault when there "
+                        "is one")
+    errors: list[FieldError] | None = Field(None, description="validation errors: one per "
+                                            "field at fault")
 
 
 class Liveness(_Read):

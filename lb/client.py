@@ -19,8 +19,8 @@ It raises, for anything but a 2xx answer:
         ├── Refused               4xx: the request was wrong or not allowed
         └── ServerError           5xx: the API could not do what it was asked
 
-`ApiError.messages` are the API's error as lines: its `detail` string, or one
-`field: message` line per field at fault in a 422 answer.
+`ApiError.messages` are the API's error as lines: its problem's `detail` string, or one
+`field: message` line per entry of its `errors` (the fields at fault in a 422 answer).
 """
 
 from __future__ import annotations
@@ -82,9 +82,12 @@ def _detail(response: httpx.Response) -> Any:
 def error_messages(response: httpx.Response) -> list[str]:
     """The API's error as lines: its `detail` string, or one `field: message` per 422 error."""
     try:
-        detail = response.json()["detail"]
+        body = response.json()
+        detail = body["detail"]
     except (ValueError, KeyError, TypeError):
         return [response.text.strip() or response.reason_phrase]
+    if isinstance(body.get("errors"), list):  # a problem with one entry per field at fault
+        detail = body["errors"]
     if isinstance(detail, list):
         return [_field_message(e) for e in detail]
     return [str(detail)]
@@ -205,7 +208,8 @@ class Client:
                  timeout: float = DEFAULT_TIMEOUT, *,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url, self.timeout = base_url, timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # UTF-8 bytes: httpx would encode a str header as ASCII (a token may have non-ASCII).
+        headers = {"Authorization": b"Bearer " + token.encode()} if token else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
                                  transport=transport)
 

@@ -18,6 +18,7 @@ Start-up, in this order:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import signal
@@ -29,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.app import create_app
 from lb import netns
 from lb.control import coexist, netinfo, nexthop
 from lb.control.controller import Controller
+from lb.control.errors import StoreError
 from lb.control.etcd import Etcd, parse_store_url
 from lb.control.etcd_store import EtcdStore
 from lb.control.fleet import Fleet
@@ -42,6 +45,7 @@ from lb.control.model import ApplyReport
 from lb.control.service import Balancer
 from lb.control.settings import Settings
 from lb.control.store import StateStore, Store
+from lb.exitcodes import ExitCode
 from lb.xdp import chain, loader, xdpinfo
 from lb.xdp.maps import Dataplane
 from lb.xdp.simulate import Simulator
@@ -149,6 +153,36 @@ def _attach_chained(settings: Settings, iface: netinfo.Interface, prog_fd: int,
         root_bpf.cleanup()  # the attached root (and the slot) keep their programs
 
 
+def _guarded(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with two guards uvicorn lacks against slowloris clients:
+    a connection that has not sent a whole request head `header_timeout_s` after it opened
+    is closed; beyond `max_connections`, the oldest connection still sending its head is
+    closed to make room (uvicorn's own limit would answer 503 to everyone instead)."""
+
+    class Guarded(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._opened = time.monotonic()
+            self._head_timer = asyncio.get_running_loop().call_later(header_timeout_s,
+                                                                     self._head_late)
+            if len(self.connections) > max_connections:
+                waiting = [c for c in self.connections
+                           if isinstance(c, Guarded) and c is not self and c.cycle is None]
+                if waiting:
+                    min(waiting, key=lambda c: c._opened).transport.close()
+
+        def _head_late(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                log.debug("event=header_timeout client=%s", self.client)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return Guarded
+
+
 def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     logging.basicConfig(level=settings.log_level.upper(),
@@ -169,6 +203,12 @@ def run(settings: Settings) -> None:
     runtime = Runtime(settings, iface, next_hop)
     attached = _claim(settings, iface)
     chained = settings.chain_slot is not None
+    try:  # before the program is loaded: a refusal leaves the kernel untouched
+        store = runtime.store = open_store(settings)
+    except StoreError as e:  # names the path, the errno and the fix
+        log.error("event=store_refused %s", e)
+        print(f"lb run: {e}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
 
     program = loader.load(settings.sizes(), pin_dir=settings.pin_dir,
                           extra_cflags=loader.chain_cflags(settings.chain_slot) if chained
@@ -180,7 +220,6 @@ def run(settings: Settings) -> None:
         next_hop_mac=next_hop, src_mac=egress.mac,
         egress_ifindex=egress.index if settings.egress_interface else 0, mtu=egress.mtu)
     dataplane.write_config(dp_config)
-    store = runtime.store = open_store(settings)
     balancer = Balancer.adopt(dataplane)
     runtime.adopted_vips = len(balancer.vips)
     controller = Controller(store, balancer, settings.settle_interval_s,
@@ -223,13 +262,17 @@ def run(settings: Settings) -> None:
                            adopted_vips=runtime.adopted_vips, pin_dir=str(settings.pin_dir))
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    app = create_app(controller, lambda: runtime.readiness(dataplane), token)
+    app = create_app(controller, lambda: runtime.readiness(dataplane), token,
+                     settings.api_max_body_bytes)
     where = f"http://{settings.api_host}:{sock.getsockname()[1]}"
     if token:
         log.info("API on %s; changes need 'Authorization: Bearer <api_token>'", where)
     else:
         log.info("API on %s (loopback only, no token)", where)
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                            http=_guarded(settings.api_header_timeout_s,
+                                          settings.api_max_connections),
+                            timeout_keep_alive=settings.api_keep_alive_s)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
     # handler found before it: make that a clean exit (status 0), not a death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from lb.control import metrics, observed
-from lb.control.errors import AlreadyExists, InvalidInput, NotFound
+from lb.control.errors import AlreadyExists, CapacityError, InvalidInput, NotFound
 from lb.control.events import ACTOR, EventLog
 from lb.control.fleet import Fleet, HostReport, target_key
 from lb.control.health import Health, Monitor, ProbeKey, State, Target
@@ -31,6 +31,7 @@ from lb.control.model import (
     VipConfig,
     VipSpec,
     VipUpdate,
+    VipView,
 )
 from lb.control.service import Balancer, VipTarget
 from lb.control.settler import Settler
@@ -260,6 +261,15 @@ class Controller:
         """Make the desired state exactly `document` (PUT /config): VIPs are matched by
         (address, port, protocol) and keep their ids; the same document twice changes
         nothing."""
+        # Capacity first: a document that cannot fit writes no row and builds no ring.
+        sizes = self.balancer.sizes
+        if len(document.vips) > sizes.max_vips:
+            raise CapacityError(f"the document has {len(document.vips)} VIPs; the data plane "
+                                f"holds {sizes.max_vips} (max_vips)")
+        addresses = {b.address for c in document.vips for b in c.backends}
+        if len(addresses) > sizes.max_backends - 1:
+            raise CapacityError(f"the document has {len(addresses)} distinct backends; the "
+                                f"data plane holds {sizes.max_backends - 1} (max_backends - 1)")
         with self.lock:
             by_key = {v.key: v for v in self.vips.values()}
             wanted = {c.key: c for c in document.vips}
@@ -693,10 +703,21 @@ class Controller:
     def all_down(self, vip_id: int) -> bool:
         """True when every backend of the VIP that is not draining is down."""
         with self.lock:
-            vip = self.get_vip(vip_id)
+            return self.view(self.get_vip(vip_id)).all_backends_down
+
+    def view(self, vip: Vip) -> VipView:
+        """`vip` (as a change or read returned it, even if gone since) with what is observed
+        about it, read under the lock: one consistent snapshot."""
+        with self.lock:
             serving = [b for b in vip.backends if not b.drain]
-            return bool(serving) and all(self._state(vip_id, b.address) == State.DOWN
+            down = bool(serving) and all(self._state(vip.id, b.address) == State.DOWN
                                          for b in serving)
+            return VipView(**dict(vip), all_backends_down=down)
+
+    def views(self) -> list[VipView]:
+        """Every VIP with what is observed about it, from one snapshot (GET /vips)."""
+        with self.lock:
+            return [self.view(v) for v in self.vips.values()]
 
     def metrics_snapshot(self) -> dict[str, object]:
         """What /metrics reports from the kernel and the health checks, read now."""

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for changes; "
                                         "required when api_host is not a loopback address "
                                         "(environment or file only: a flag shows in `ps`)")
+    api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request "
+                                    "body the API reads; 413 beyond it")
+    api_header_timeout_s: float = Field(10.0, gt=0, description="a connection that has not "
+                                        "sent a whole request head this long is closed")
+    api_keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is "
+                                  "closed after this many seconds")
+    api_max_connections: int = Field(256, ge=1, description="connections at once; beyond "
+                                     "it the oldest still sending its request head is closed")
     state_dir: Path = Field(Path("/var/lib/lb"), description="where the database lives")
     pin_dir: Path = Field(Path("/sys/fs/bpf/lb"), description="bpffs directory of the maps")
     max_vips: int = Field(Sizes.max_vips, description="VIPs at once")

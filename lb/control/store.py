@@ -14,7 +14,9 @@ reconciles the kernel to. VIP ids come from AUTOINCREMENT, so an id is never reu
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -118,13 +120,32 @@ class Transaction:
                          (vip_id, str(address)))
 
 
+def _openable(path: Path) -> None:
+    """Make `path`'s folder if needed and check the file can be opened for writing; else
+    StoreError naming the path, the errno and the fix (SQLite says only "unable to open
+    database file")."""
+    fix = (f"make {path.parent} a writable directory for this user (uid {os.geteuid()}), "
+           "or choose another with --state-dir (LB_STATE_DIR)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # SQLite's WAL and journal files are created beside the database.
+        probe = path.parent / f".{path.name}.probe-{os.getpid()}"
+        os.close(os.open(probe, os.O_RDWR | os.O_CREAT, 0o600))
+        probe.unlink()
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "?")
+        raise StoreError(f"cannot open the state database {path}: {e.strerror} (errno "
+                         f"{e.errno} {name}) at {e.filename}; fix: {fix}") from e
+
+
 class Store:
     """One SQLite file holding the desired state."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.revision = 0  # a single host: the committed state is the only one
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _openable(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)

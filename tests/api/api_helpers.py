@@ -10,9 +10,17 @@ asking the daemon or reading its maps.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import hashlib
 import ipaddress
-from collections.abc import Iterable
+import json
+import mmap
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +29,7 @@ from scapy.layers.inet6 import IPv6
 
 from lb.client import Client
 from lb.control.maglev import build_ring
+from lb.lab.daemon import LabDaemon
 from lb.lab.veth import VethLab
 from lb.lab.waits import settle, wait_until
 from lb.xdp.config import Sizes
@@ -77,11 +86,78 @@ def essence(vips: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def error_fields(response: httpx.Response) -> str:
     """Every field a 422 answer names, as one string: the `loc` paths of a validation error
-    (e.g. "body.vips.0.backends.1.weight"), or the controller's "field: message" detail."""
-    detail = response.json()["detail"]
-    if isinstance(detail, str):
-        return detail
-    return " ".join(".".join(str(p) for p in e["loc"]) + " " + e.get("msg", "") for e in detail)
+    (e.g. "body.vips.0.backends.1.weight") and its `detail` ("field: message")."""
+    body = response.json()
+    assert_problem(response)
+    return " ".join([body["detail"]] + [".".join(str(p) for p in e["loc"]) + " " + e["msg"]
+                                        for e in body.get("errors") or ()])
+
+
+def assert_problem(response: httpx.Response) -> dict[str, Any]:
+    """Assert the answer is an RFC 9457 problem (api/errors.py's one error shape); return it."""
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body = response.json()
+    assert body["status"] == response.status_code and isinstance(body["detail"], str), body
+    assert body["type"].startswith("urn:lb:error:") and body["title"], body
+    return body
+
+
+# --- a rejected request changes nothing: config, kernel and database rows -----------------
+_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+_libbpf.bpf_obj_get.argtypes = [ctypes.c_char_p]
+_libbpf.bpf_obj_get.restype = ctypes.c_int
+# Small maps read whole with bpftool; the rings (BPF_F_MMAPABLE, max_vips * 65537 slots)
+# are hashed through a read-only mmap.
+_DUMPED_MAPS = ("vips_v4", "vips_v6", "backends")
+
+
+def _bpftool(*args: str) -> Any:
+    out = subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def _rings_digest(pin: Path) -> str:
+    info = _bpftool("map", "show", "pinned", str(pin))
+    length = -(-info["bytes_value"] * info["max_entries"] // mmap.PAGESIZE) * mmap.PAGESIZE
+    fd = _libbpf.bpf_obj_get(str(pin).encode())
+    assert fd >= 0, f"{pin}: {os.strerror(ctypes.get_errno())}"
+    try:
+        with mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ) as view:
+            return hashlib.sha256(view).hexdigest()
+    finally:
+        os.close(fd)
+
+
+def daemon_state(daemon: LabDaemon) -> dict[str, Any]:
+    """Everything a request could change, read beside the API: the desired state (GET
+    /config), the database's rows (state.db read-only, every table) and the kernel's VIP
+    and backend maps and rings (the pinned maps)."""
+    rows: dict[str, Any] = {}
+    db = sqlite3.connect(f"file:{daemon.state_dir / 'state.db'}?mode=ro", uri=True)
+    try:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'table' ORDER BY name")]
+        for table in tables:
+            rows[table] = sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+    finally:
+        db.close()
+    kernel: dict[str, Any] = {name: sorted(map(repr, _bpftool("map", "dump", "pinned",
+                                                              str(daemon.pin_dir / name))))
+                              for name in _DUMPED_MAPS}
+    kernel["rings"] = _rings_digest(daemon.pin_dir / "rings")
+    return {"config": check(daemon.client.get("/config"), 200), "rows": rows,
+            "kernel": kernel}
+
+
+@contextlib.contextmanager
+def unchanged(daemon: LabDaemon) -> Iterator[dict[str, Any]]:
+    """Assert that what runs inside changes nothing (a rejected request): the config, the
+    database rows and the kernel's maps are the same after as before (yields the before)."""
+    before = daemon_state(daemon)
+    yield before
+    after = daemon_state(daemon)
+    for part in before:
+        assert after[part] == before[part], f"a rejected request changed the {part}"
 
 
 # --- the traffic oracle -------------------------------------------------------------------

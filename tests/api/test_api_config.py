@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import check, error_fields, essence, predict, route_flows, vip_doc
+from api_helpers import (
+    assert_problem,
+    check,
+    error_fields,
+    essence,
+    predict,
+    route_flows,
+    unchanged,
+    vip_doc,
+)
 
 from lb.lab.veth import VethLab
 
@@ -89,8 +98,9 @@ BROKEN = [
 
 
 @pytest.mark.parametrize(("what", "breaks", "field"), BROKEN, ids=[b[0] for b in BROKEN])
-def test_document_with_one_invalid_item_changes_nothing(api, api_lab: VethLab, what: str,
-                                                        breaks, field: str) -> None:
+def test_document_with_one_invalid_item_changes_nothing(api, daemon, api_lab: VethLab,
+                                                        what: str, breaks,
+                                                        field: str) -> None:
     """The document would remove a VIP, add one and change another: none of it happens."""
     doc = _document(api_lab)
     check(api.put("/config", json=doc), 200)
@@ -99,7 +109,8 @@ def test_document_with_one_invalid_item_changes_nothing(api, api_lab: VethLab, w
     bad["vips"][0]["backends"].pop()
     bad["vips"][1]["address"] = "10.100.0.7"
     breaks(bad)
-    response = api.put("/config", json=bad)
+    with unchanged(daemon):
+        response = api.put("/config", json=bad)
     assert response.status_code == 422, response.text
     assert field in error_fields(response), f"{what}: the answer does not name {field}: " \
                                             f"{response.text}"
@@ -114,16 +125,18 @@ def test_document_over_capacity_changes_nothing_in_database_or_kernel(
     doc = _document(api_lab)
     check(api.put("/config", json=doc), 200)
     before = check(api.get("/vips"), 200)
-    too_many_vips = {"vips": [*doc["vips"][1:], *(vip_doc("10.100.2.1", 3000 + i)
-                                                 for i in range(MAX_VIPS - 1))]}
-    response = api.put("/config", json=too_many_vips)
-    assert response.status_code == 507, response.text
-    assert str(MAX_VIPS) in response.json()["detail"]
-    backends = {f"10.4.{i // 100}.{i % 100 + 1}": 1 for i in range(MAX_BACKENDS - 1)}
-    too_many_backends = {"vips": [doc["vips"][0], vip_doc("10.100.2.1", 80, "tcp", backends)]}
-    response = api.put("/config", json=too_many_backends)
-    assert response.status_code == 507, response.text
-    assert str(MAX_BACKENDS) in response.json()["detail"]
+    with unchanged(daemon):
+        too_many_vips = {"vips": [*doc["vips"][1:], *(vip_doc("10.100.2.1", 3000 + i)
+                                                     for i in range(MAX_VIPS - 1))]}
+        response = api.put("/config", json=too_many_vips)
+        assert response.status_code == 507, response.text
+        assert str(MAX_VIPS) in assert_problem(response)["detail"]
+        backends = {f"10.4.{i // 100}.{i % 100 + 1}": 1 for i in range(MAX_BACKENDS - 1)}
+        too_many_backends = {"vips": [doc["vips"][0],
+                                      vip_doc("10.100.2.1", 80, "tcp", backends)]}
+        response = api.put("/config", json=too_many_backends)
+        assert response.status_code == 507, response.text
+        assert str(MAX_BACKENDS) in assert_problem(response)["detail"]
     assert check(api.get("/vips"), 200) == before
 
     ready = daemon.restart()

@@ -4,7 +4,17 @@ changes nothing (neither the desired state nor what the data plane does with pac
 from __future__ import annotations
 
 import pytest
-from api_helpers import check, create_vip, error_fields, predict, route_flows, vip_doc
+from api_helpers import (
+    assert_problem,
+    check,
+    create_vip,
+    daemon_state,
+    error_fields,
+    predict,
+    route_flows,
+    unchanged,
+    vip_doc,
+)
 
 from lb.lab.veth import VethLab
 from lb.lab.waits import wait_until
@@ -199,13 +209,12 @@ def two_vips(api, lb_api, api_lab: VethLab) -> dict[str, int]:
 @pytest.mark.parametrize(("method", "path", "body", "field"), INVALID,
                          ids=[f"{m}-{p}-{f}-{i}" for i, (m, p, _, f) in enumerate(INVALID)])
 def test_invalid_input_is_422_naming_the_field_and_changes_nothing(
-        api, two_vips, method: str, path: str, body: object, field: str) -> None:
-    before = check(api.get("/config"), 200)
+        api, daemon, two_vips, method: str, path: str, body: object, field: str) -> None:
     kwargs = {} if body is None else {"json": body}
-    response = api.request(method.upper(), path.format(**two_vips), **kwargs)
+    with unchanged(daemon):
+        response = api.request(method.upper(), path.format(**two_vips), **kwargs)
     assert response.status_code == 422, response.text
     assert field in error_fields(response), f"the answer does not name {field}: {response.text}"
-    assert check(api.get("/config"), 200) == before
 
 
 # --- 404, 409 -----------------------------------------------------------------------------
@@ -225,63 +234,62 @@ NOT_FOUND = [
 
 @pytest.mark.parametrize(("method", "path", "body"), NOT_FOUND,
                          ids=[f"{m}-{p}" for m, p, _ in NOT_FOUND])
-def test_unknown_vip_or_backend_is_404_and_changes_nothing(api, two_vips, method: str,
+def test_unknown_vip_or_backend_is_404_and_changes_nothing(api, daemon, two_vips, method: str,
                                                            path: str, body: object) -> None:
-    before = check(api.get("/config"), 200)
     kwargs = {} if body is None else {"json": body}
-    response = api.request(method.upper(), path.format(missing=10**9, **two_vips), **kwargs)
+    with unchanged(daemon):
+        response = api.request(method.upper(), path.format(missing=10**9, **two_vips),
+                               **kwargs)
     assert response.status_code == 404, response.text
-    assert response.json()["detail"]
-    assert check(api.get("/config"), 200) == before
+    assert assert_problem(response)["detail"]
 
 
-def test_duplicate_vip_or_backend_is_409_and_changes_nothing(api, lb_api) -> None:
+def test_duplicate_vip_or_backend_is_409_and_changes_nothing(api, lb_api, daemon) -> None:
     vip_id = create_vip(lb_api, "fd00:100::7", 443, backends={"fd00:1::2": 2})
-    before = check(api.get("/config"), 200)
-    # The same VIP, spelt differently: still the same (address, port, protocol).
-    check(api.post("/vips", json={"address": "fd00:100:0:0::7", "port": 443}), 409)
-    check(api.post(f"/vips/{vip_id}/backends", json={"address": "fd00:1:0::2", "weight": 5}),
-          409)
-    assert check(api.get("/config"), 200) == before
+    with unchanged(daemon):
+        # The same VIP, spelt differently: still the same (address, port, protocol).
+        check(api.post("/vips", json={"address": "fd00:100:0:0::7", "port": 443}), 409)
+        check(api.post(f"/vips/{vip_id}/backends",
+                       json={"address": "fd00:1:0::2", "weight": 5}), 409)
     # Another port or protocol of the same address is another VIP.
     create_vip(lb_api, "fd00:100::7", 443, "udp")
     create_vip(lb_api, "fd00:100::7", 444)
 
 
 # --- 507: capacity ------------------------------------------------------------------------
-def test_vip_beyond_capacity_is_507_and_changes_nothing(api, lb_api) -> None:
+def test_vip_beyond_capacity_is_507_and_changes_nothing(api, lb_api, daemon) -> None:
     full = {"vips": [vip_doc("10.100.1.1", 1000 + i) for i in range(MAX_VIPS)]}
     check(api.put("/config", json=full), 200)
-    before = check(api.get("/config"), 200)
-    response = api.post("/vips", json={"address": "10.100.1.2", "port": 80})
-    assert response.status_code == 507, response.text
-    assert str(MAX_VIPS) in response.json()["detail"]
-    over = {"vips": [*full["vips"], vip_doc("10.100.1.2", 80)]}
-    check(api.put("/config", json=over), 507)
-    assert check(api.get("/config"), 200) == before
+    with unchanged(daemon):
+        response = api.post("/vips", json={"address": "10.100.1.2", "port": 80})
+        assert response.status_code == 507, response.text
+        assert str(MAX_VIPS) in assert_problem(response)["detail"]
+        over = {"vips": [*full["vips"], vip_doc("10.100.1.2", 80)]}
+        check(api.put("/config", json=over), 507)
     # Room is back once a VIP goes.
     check(api.delete(f"/vips/{check(api.get('/vips'), 200)[0]['id']}"), 204)
     create_vip(lb_api, "10.100.1.2", 80)
 
 
-def test_backend_beyond_capacity_is_507_and_changes_nothing(api) -> None:
+def test_backend_beyond_capacity_is_507_and_changes_nothing(api, daemon) -> None:
     full = {"vips": [vip_doc("10.100.0.8", 80, backends=_backends(MAX_BACKENDS)),
                      vip_doc("10.100.0.8", 81)]}
     check(api.put("/config", json=full), 200)
     first, second = (v["id"] for v in check(api.get("/vips"), 200))
-    before = check(api.get("/config"), 200)
-    response = api.post(f"/vips/{first}/backends", json={"address": "10.3.0.1"})
-    assert response.status_code == 507, response.text
-    check(api.post(f"/vips/{second}/backends", json={"address": "10.3.0.1"}), 507)
-    over = {"vips": [full["vips"][0], vip_doc("10.100.0.8", 81, backends={"10.3.0.1": 1})]}
-    check(api.put("/config", json=over), 507)
-    assert check(api.get("/config"), 200) == before
+    with unchanged(daemon):
+        response = api.post(f"/vips/{first}/backends", json={"address": "10.3.0.1"})
+        assert response.status_code == 507, response.text
+        check(api.post(f"/vips/{second}/backends", json={"address": "10.3.0.1"}), 507)
+        over = {"vips": [full["vips"][0],
+                         vip_doc("10.100.0.8", 81, backends={"10.3.0.1": 1})]}
+        check(api.put("/config", json=over), 507)
     # A backend already in use elsewhere takes no new slot.
     check(api.post(f"/vips/{second}/backends", json={"address": "10.2.0.1"}), 201)
 
 
 # --- a rejected request leaves the data plane as it was -----------------------------------
-def test_rejected_requests_leave_every_flow_on_its_backend(api, lb_api, api_lab: VethLab) -> None:
+def test_rejected_requests_leave_every_flow_on_its_backend(api, lb_api, daemon,
+                                                          api_lab: VethLab) -> None:
     """A VIP without connection table (every packet is a fresh ring lookup): after a volley of
     rejected requests of every kind, the same flows reach the same backends as before, which
     are the ones the configuration names."""
@@ -293,7 +301,8 @@ def test_rejected_requests_leave_every_flow_on_its_backend(api, lb_api, api_lab:
     assert routed == {s: predict(backends, api_lab.client.v4, vip, s, port, "udp")
                       for s in sports}
     assert len(set(routed.values())) == 3
-    before = check(api.get("/config"), 200)
+    state = daemon_state(daemon)
+    before = state["config"]
 
     v4 = str(api_lab.backends[0].v4)
     rejected = [
@@ -318,5 +327,5 @@ def test_rejected_requests_leave_every_flow_on_its_backend(api, lb_api, api_lab:
     for response, status in rejected:
         assert response.status_code == status, response.text
 
-    assert check(api.get("/config"), 200) == before
+    assert daemon_state(daemon) == state
     assert route_flows(api_lab, vip, port, sports) == routed

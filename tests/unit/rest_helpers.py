@@ -76,7 +76,8 @@ class Rest:
 
 
 @contextlib.contextmanager
-def rest_api(tmp_path: Path, token: str | None = None) -> Iterator[Rest]:
+def rest_api(tmp_path: Path, token: str | None = None,
+             max_body_bytes: int = 4 * 1024 * 1024) -> Iterator[Rest]:
     """An API as `lb run` builds it (with `token`: changes need it), over the fake kernel.
 
     Cleanup: the client's lifespan ended, the store closed (tmp_path holds the database)."""
@@ -84,7 +85,7 @@ def rest_api(tmp_path: Path, token: str | None = None) -> Iterator[Rest]:
     kernel = RecordingDataplane(SIZES)
     controller = Controller(store, Balancer(kernel))
     controller.reconcile()
-    app = create_app(controller, ready, token)
+    app = create_app(controller, ready, token, max_body_bytes)
     try:
         with TestClient(app) as client:
             yield Rest(app, client, controller, kernel)
@@ -103,11 +104,20 @@ def check(response: httpx.Response, status: int) -> Any:
 
 def error_fields(response: httpx.Response) -> str:
     """Every field a 422 answer names, as one string: the `loc` paths of a validation error
-    (e.g. "body.vips.0.backends.1.weight"), or the controller's "field: message" detail."""
-    detail = response.json()["detail"]
-    if isinstance(detail, str):
-        return detail
-    return " ".join(".".join(str(p) for p in e["loc"]) + " " + e.get("msg", "") for e in detail)
+    (e.g. "body.vips.0.backends.1.weight") and its `detail` ("field: message")."""
+    body = response.json()
+    assert_problem(response)
+    return " ".join([body["detail"]] + [".".join(str(p) for p in e["loc"]) + " " + e["msg"]
+                                        for e in body.get("errors") or ()])
+
+
+def assert_problem(response: httpx.Response) -> dict[str, Any]:
+    """Assert the answer is an RFC 9457 problem (api/errors.py's one error shape); return it."""
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body = response.json()
+    assert body["status"] == response.status_code and isinstance(body["detail"], str), body
+    assert body["type"].startswith("urn:lb:error:") and body["title"], body
+    return body
 
 
 def create_vip(client: TestClient, address: str, port: int, protocol: str = "tcp",

@@ -9,6 +9,7 @@ import pytest
 from rest_helpers import TOKEN, Rest, check, create_vip, rest_api
 
 from api.deps import get_token
+from lb.client import Client
 
 GOOD = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -105,3 +106,21 @@ def test_every_operation_that_changes_state_is_documented_as_needing_the_token(
     for method, path, op in operations:
         assert (op.get("security") == [{"HTTPBearer": []}]) == (method != "get"), (method, path)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_a_token_with_non_ascii_characters_is_taken_as_utf8(tmp_path) -> None:
+    token = "pässwört-ключ-🔑"
+    with rest_api(tmp_path, token=token) as rest:
+        before = rest.state()
+        latin1 = {"Authorization": b"Bearer " + "pässwört".encode("latin-1")}
+        assert rest.client.post("/vips", headers=latin1,
+                                json={"address": "10.100.0.9", "port": 80}).status_code == 401
+        assert rest.state() == before
+        utf8 = {"Authorization": b"Bearer " + token.encode()}
+        check(rest.client.post("/vips", headers=utf8,
+                               json={"address": "10.100.0.9", "port": 80}), 201)
+        # lb.client sends it so (httpx alone would refuse to encode it as ASCII).
+        with Client("http://testserver", token=token,
+                    transport=rest.client._transport) as api:
+            assert api.delete_vip(1) is None
+        assert check(rest.client.get("/vips"), 200) == []

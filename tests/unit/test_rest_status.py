@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from rest_helpers import Rest, check, create_vip, ready, rest_api
+from rest_helpers import Rest, assert_problem, check, create_vip, ready, rest_api
 
 from api.deps import get_controller, get_readiness
 from api.errors import ERROR_STATUS
@@ -164,7 +164,8 @@ def test_each_domain_error_answers_its_status_with_its_message(
         rest: Rest, error: BalancerError, status: int) -> None:
     rest.app.dependency_overrides[get_controller] = lambda: _Raising(error)
     response = rest.client.get("/vips/1")
-    assert (response.status_code, response.json()) == (status, {"detail": str(error)})
+    assert response.status_code == status
+    assert assert_problem(response)["detail"] == str(error)
 
 
 def test_the_error_table_names_every_error_of_the_service() -> None:

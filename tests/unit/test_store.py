@@ -187,3 +187,19 @@ def test_a_file_that_is_not_a_database_is_refused(path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=str(path)):
         Store(path)
+
+
+@pytest.mark.parametrize("kind", ["parent is a file", "database is a directory"])
+def test_a_state_dir_that_cannot_be_opened_names_the_path_the_errno_and_the_fix(
+        tmp_path, kind: str) -> None:
+    if kind == "parent is a file":
+        (tmp_path / "file").write_text("")
+        path = tmp_path / "file" / "state" / "state.db"
+    else:
+        path = tmp_path / "state.db"
+        path.mkdir()
+    with pytest.raises(StoreError) as caught:
+        Store(path)
+    message = str(caught.value)
+    assert str(path) in message and "errno" in message and "--state-dir" in message, message
+    assert ("ENOTDIR" if kind == "parent is a file" else "EISDIR") in message, message
