@@ -15,7 +15,6 @@ Run as root: `python -m bench.fleet --help`.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -68,9 +67,7 @@ def run(opts: Options) -> dict[str, Any]:
             finally:
                 for d in daemons:
                     d.close()
-                for b in lab.balancers:
-                    subprocess.run(["ip", "-n", b.netns, "link", "set", "dev", b.ifname,
-                                    "xdp", "off"], check=False)
+                lab.detach_balancers()
 
 
 def _measure(opts: Options, apis: list[Client], lab: Any) -> dict[str, Any]:

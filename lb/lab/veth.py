@@ -360,6 +360,13 @@ class VethLab:
         self.steer_balancer_queues()
         return effective
 
+    def detach_balancers(self) -> None:
+        """Take whatever XDP program is on every balancer's interface off (a daemon's
+        `lb run` leaves its program attached on exit, by design)."""
+        for balancer in self.balancers:
+            with in_netns(balancer.netns):
+                loader.detach(balancer.ifindex)
+
     def steer_balancer_queues(self, balancer: Host | None = None) -> dict[int, int]:
         """Make the balancer's veth process each RX queue on one fixed CPU, as a NIC with RSS
         and per-queue interrupts does; returns {NAPI thread pid: CPU}.

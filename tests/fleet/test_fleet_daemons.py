@@ -69,11 +69,9 @@ def fleet(fleet_lab, lab_etcd) -> Iterator[list[LabDaemon]]:
     finally:
         for d in daemons:
             d.close()
-        # `lb run` leaves its program attached on exit (by design); the next test's daemons
-        # have other pin dirs and would rightly refuse it as foreign: take it off.
-        for balancer in fleet_lab.balancers:
-            subprocess.run(["ip", "-n", balancer.netns, "link", "set", "dev", balancer.ifname,
-                            "xdp", "off"], check=False)
+        # The next test's daemons have other pin dirs and would rightly refuse these
+        # programs as foreign.
+        fleet_lab.detach_balancers()
 
 
 def _ids(api: Client) -> list[int]:
