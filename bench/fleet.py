@@ -15,6 +15,7 @@ Run as root: `python -m bench.fleet --help`.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from lb.lab.etcd import EtcdCluster
 SCHEMA = "lb-bench-fleet/1"
 LAB_PREFIX = "lbb"
 TARGET_MEDIAN_MS = 100.0
+TARGET_CONFIG_MS = 3000.0
 EXAMPLES = """examples:
   python -m bench.fleet                       200 changes through host A
   python -m bench.fleet --changes 50 --rotate changes through A, B, C in turn
@@ -43,6 +45,9 @@ class Options:
     changes: int = flag(200, "weight changes to time")
     rotate: bool = flag(False, "make the changes through host A, B, C in turn")
     timeout: float = flag(5.0, "seconds one change may take to reach every host")
+    config_vips: int = flag(512, "VIPs of the one big PUT /config timed after the changes "
+                            "(0: none)")
+    config_backends: int = flag(100, "backends of each VIP of that PUT /config")
     json_path: Path | None = None
 
 
@@ -57,13 +62,19 @@ def run(opts: Options) -> dict[str, Any]:
         etcd_host = lab.backends[4]
         with EtcdCluster(1, netns=etcd_host.netns, host=str(etcd_host.v4)) as etcd:
             url = etcd.store_url("bench")
-            daemons = [LabDaemon(lab, balancer=b, extra_args=[
+            daemons = [LabDaemon(lab, balancer=b, max_vips=max(16, opts.config_vips),
+                                 max_backends=max(64, opts.config_backends + 1), extra_args=[
                 "--store", url, "--host-name", f"lb{j}", "--settle-interval-s", "0"])
                 for j, b in enumerate(lab.balancers)]
             try:
                 for d in daemons:
                     d.start()
-                return _measure(opts, [d.api for d in daemons], lab)
+                apis = [d.api for d in daemons]
+                raw = _measure(opts, apis, lab)
+                if opts.config_vips:
+                    raw["config"] = _measure_config(opts, apis, etcd.endpoints,
+                                                    etcd_host.netns)
+                return raw
             finally:
                 for d in daemons:
                     d.close()
@@ -100,6 +111,61 @@ def _measure(opts: Options, apis: list[Client], lab: Any) -> dict[str, Any]:
     return {"converge_ms": converge, "answer_ms": answer, "lost": lost}
 
 
+def _config_document(vips: int, backends: int) -> dict[str, Any]:
+    addresses = [f"10.2.{j // 250}.{j % 250 + 1}" for j in range(backends)]
+    return {"vips": [{"address": f"10.100.{i // 250}.{i % 250 + 1}", "port": 80,
+                      "backends": [{"address": a, "weight": 1} for a in addresses]}
+                     for i in range(vips)]}
+
+
+def _measure_config(opts: Options, apis: list[Client], endpoints: list[str],
+                    netns: str) -> dict[str, Any]:
+    """One PUT /config of config_vips x config_backends through host A: the answer time, the
+    time until each host's kernel holds every ring (its digests equal host A's), and etcd's
+    own share: the same keys and bytes written in one transaction to a scratch prefix."""
+    document = _config_document(opts.config_vips, opts.config_backends)
+    t0 = time.perf_counter()
+    apis[0].put_config(json.dumps(document))
+    answered = (time.perf_counter() - t0) * 1000
+    want = _all_digests(apis[0])
+    per_host: list[float | None] = [None] * len(apis)
+    per_host[0] = answered
+    until = time.monotonic() + 60
+    while None in per_host and time.monotonic() < until:
+        for j, api in enumerate(apis):
+            if per_host[j] is None and _all_digests(api) == want:
+                per_host[j] = (time.perf_counter() - t0) * 1000
+        time.sleep(0.02)
+    return {"vips": opts.config_vips, "backends": opts.config_backends,
+            "answer_ms": answered, "host_ms": per_host,
+            "etcd_txn_ms": _etcd_share(endpoints, netns)}
+
+
+def _all_digests(api: Client) -> dict[str, str]:
+    view = api.fleet()
+    return next(h for h in view["hosts"] if h["name"] == view["host"])["rings"]
+
+
+def _etcd_share(endpoints: list[str], netns: str) -> float:
+    """The time etcd takes for the transaction the PUT made: the prefix's keys and values
+    written again, in one transaction, under a scratch prefix (from etcd's namespace)."""
+    from lb.control.etcd import Etcd, put
+    from lb.netns import in_netns
+
+    with in_netns(netns):
+        etcd = Etcd(endpoints, timeout_s=60)
+        try:
+            _, kvs = etcd.get_prefix(b"/bench/")
+            ops = [put(b"/scratch" + kv.key, kv.value) for kv in kvs]
+            t0 = time.perf_counter()
+            etcd.txn([], ops)
+            took = (time.perf_counter() - t0) * 1000
+            etcd.delete_prefix(b"/scratch/")
+            return took
+        finally:
+            etcd.close()
+
+
 def build_report(opts: Options, host: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     conv, ans = raw["converge_ms"], raw["answer_ms"]
 
@@ -118,8 +184,22 @@ def build_report(opts: Options, host: dict[str, Any], raw: dict[str, Any]) -> di
         Result("answer_p99", "API answer (committed in etcd), p99", pct(ans, 99), "ms"),
         Result("lost", "changes not everywhere within the timeout", raw["lost"], "changes"),
     ]
+    if "config" in raw:
+        c = raw["config"]
+        size = f"PUT /config {c['vips']} VIPs x {c['backends']} backends"
+        results.append(Result("config_answer", f"{size}: API answer", c["answer_ms"], "ms"))
+        for j, ms in enumerate(c["host_ms"]):
+            results.append(Result(f"config_host{j}", f"{size}: in host {'ABC'[j]}'s kernel",
+                                  ms, "ms", "request sent until the host's digests of every "
+                                  "VIP equal host A's", TARGET_CONFIG_MS,
+                                  "MISS" if ms is None or ms >= TARGET_CONFIG_MS else "ok"))
+        results.append(Result("config_etcd", f"{size}: etcd's own transaction",
+                              c["etcd_txn_ms"], "ms", "the same keys and bytes in one "
+                              "transaction, timed alone"))
     return {"schema": SCHEMA, "host": host,
-            "options": {"changes": opts.changes, "rotate": opts.rotate},
+            "options": {"changes": opts.changes, "rotate": opts.rotate,
+                        "config_vips": opts.config_vips,
+                        "config_backends": opts.config_backends},
             "figures": common.by_name(results), "_results": results}
 
 

@@ -25,6 +25,10 @@ import httpx
 from lb.netns import in_netns
 
 ETCD = "etcd"
+# What a fleet at full capacity needs of etcd (docs/operations.md, "Running a fleet"): one
+# PUT /config of 512 VIPs x 100 backends is one transaction of 515 operations and about 5.5 MB
+# through the JSON gateway (values in base64), beyond etcd's defaults (128 and 1.5 MiB).
+SERVER_LIMITS = ("--max-txn-ops", "4096", "--max-request-bytes", str(32 * 1024 * 1024))
 
 
 class EtcdLabError(RuntimeError):
@@ -96,7 +100,8 @@ class EtcdCluster:
                  "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                  "--initial-cluster", self._initial_cluster,
                  "--initial-cluster-state", "new", "--initial-cluster-token", self.root.name,
-                 "--heartbeat-interval", "50", "--election-timeout", "500"],
+                 "--heartbeat-interval", "50", "--election-timeout", "500",
+                 *SERVER_LIMITS],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
         deadline = time.monotonic() + timeout_s
