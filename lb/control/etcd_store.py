@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lb.control.errors import Conflict, StoreError, Unavailable
+from lb.control.errors import Conflict, StoreError, StoreFull, Unavailable
 from lb.control.etcd import Etcd, EtcdError, EtcdUnreachable, delete, mod_revision_is, put
 from lb.control.model import Address, BackendSpec, Vip, VipSettings, VipSpec
 
@@ -95,6 +95,10 @@ class Transaction:
         doc = self.docs[vip_id]
         doc["backends"] = [r for r in doc["backends"] if r["address"] != str(address)]
         self.changed.add(vip_id)
+
+# What etcd says of a transaction beyond --max-request-bytes or --max-txn-ops.
+TOO_LARGE = ("message larger than max", "too many operations in txn request",
+             "request is too large")
 
 
 @dataclass
@@ -264,6 +268,11 @@ class EtcdStore:
                 raise Unavailable(f"the store (etcd {self.prefix.decode()}) is unreachable: "
                                   f"nothing was changed ({e})") from e
             except EtcdError as e:
+                if any(m in str(e) for m in TOO_LARGE):
+                    raise StoreFull(f"etcd refused a transaction this large ({len(ops)} "
+                                    f"operations): {e}; nothing was changed. Run etcd with "
+                                    "larger --max-txn-ops and --max-request-bytes "
+                                    "(docs/operations.md)") from e
                 raise StoreError(str(e)) from e
             self.reachable = True
             if not ok:
