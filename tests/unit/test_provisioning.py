@@ -209,6 +209,10 @@ def test_systemd_unit_runs_the_daemon_with_the_capabilities_it_needs(tmp_path):
              if "=" in line and not line.startswith("#")}
     assert lines["ExecStart"] == "/opt/lb/.venv/bin/lb run --config /etc/lb/lb.toml"
     assert lines["Restart"] == "on-failure" and lines["KillMode"] == "mixed"
+    # either store: after the network and a local etcd, but etcd is not required (often remote)
+    assert set(lines["After"].split()) >= {"network-online.target", "etcd.service"}
+    assert "network-online.target" in lines["Wants"].split()
+    assert "Requires" not in lines and "etcd" not in lines.get("BindsTo", "")
     assert set(lines["CapabilityBoundingSet"].split()) >= {
         "CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_PERFMON"}
     for breaks_bpf in ("ProtectKernelTunables", "MemoryDenyWriteExecute", "SystemCallFilter",
