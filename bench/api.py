@@ -170,11 +170,12 @@ def build_report(opts: Options, host: dict[str, Any], phases: dict[str, Any]) ->
     return {"schema": SCHEMA, "host": host,
             "options": {"half_open": opts.half_open, "hold": opts.hold,
                         "body_limit": BODY_LIMIT, "max_vips": MAX_VIPS},
-            "phases": phases, "figures": common.by_name(results), "_results": results}
+            "phases": phases, "figures": common.by_name(results)}
 
 
 def render(report: dict[str, Any]) -> str:
-    rows = [(r.label, common.number(r.value, ".1f", " ms"), r.measured) for r in report["_results"]]
+    rows = [(f["label"], common.number(f["value"], ".1f", " ms"), f["measured"])
+            for f in report["figures"].values()]
     lines = common.heading("bench.api: /healthz while the API is loaded", report["host"],
                            f"  {report['options']}")
     return "\n".join([*lines, common.table(rows, ("phase", "value", "detail"), "lrl")])
@@ -186,11 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if not common.is_root("api", "bpf(), network namespaces"):
         return 1
     common.unwind_on_sigterm()
-    report = build_report(opts, common.host_facts(), run(opts))
-    print(render(report))
-    if opts.json_path is not None:
-        data = {k: v for k, v in report.items() if k != "_results"}
-        log(f"wrote {common.write_json(data, opts.json_path, 'api')}")
+    common.emit("api", build_report(opts, common.host_facts(), run(opts)), render,
+                opts.json_path)
     return 0
 
 

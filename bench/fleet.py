@@ -200,13 +200,14 @@ def build_report(opts: Options, host: dict[str, Any], raw: dict[str, Any]) -> di
             "options": {"changes": opts.changes, "rotate": opts.rotate,
                         "config_vips": opts.config_vips,
                         "config_backends": opts.config_backends},
-            "figures": common.by_name(results), "_results": results}
+            "figures": common.by_name(results)}
 
 
 def render(report: dict[str, Any]) -> str:
-    rows = [(r.label, common.number(r.value, ".1f" if r.unit == "ms" else ".0f", f" {r.unit}"),
-             "" if r.target is None else f"< {r.target:g} ms", r.result)
-            for r in report["_results"]]
+    rows = [(f["label"], common.number(f["value"], ".1f" if f["unit"] == "ms" else ".0f",
+                                       f" {f['unit']}"),
+             "" if f["target"] is None else f"< {f['target']:g} ms", f["result"])
+            for f in report["figures"].values()]
     lines = common.heading("bench.fleet: 3 daemons, 1 etcd member, weight changes",
                            report["host"], f"  {report['options']}")
     return "\n".join([*lines, common.table(rows, ("figure", "value", "target", ""), "lrll")])
@@ -218,11 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if not common.is_root("fleet", "bpf(), network namespaces"):
         return 1
     common.unwind_on_sigterm()
-    report = build_report(opts, common.host_facts(), run(opts))
-    print(render(report))
-    if opts.json_path is not None:
-        data = {k: v for k, v in report.items() if k != "_results"}
-        log(f"wrote {common.write_json(data, opts.json_path, 'fleet')}")
+    common.emit("fleet", build_report(opts, common.host_facts(), run(opts)), render,
+                opts.json_path)
     return 0
 
 
